@@ -1,0 +1,1 @@
+//! Loom model checks for restable live in `tests/`; see the README.

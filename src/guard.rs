@@ -1,0 +1,262 @@
+//! The handles to an object: [`Owner`] (one per object, the right to destroy it) and
+//! [`Ref`] (a counted reference from get-ref, put when it drops).
+
+use crate::drain::Dying;
+use crate::node::{self, Node, Release};
+use crate::sync::Arc;
+use crate::table::Registry;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Deref;
+use std::ptr::NonNull;
+
+/// The owner of one object in a [`ResTable`](crate::ResTable): dereferences to it, and
+/// is the only way to destroy it.
+///
+/// An `Owner` does not borrow the table (it is `'static`), so a driver can keep it in its
+/// own QP structure. Dropping it kills the object without waiting: the value is then
+/// dropped by whoever lets go last, this drop or the last [`Ref`].
+///
+/// ```
+/// use restable::ResTable;
+///
+/// let table = ResTable::new();
+/// let owner = table.insert(&[1u32], vec![1, 2, 3]).unwrap();
+/// assert_eq!(owner.len(), 3); // Deref to the value
+/// assert_eq!(owner.kill_and_drain(), vec![1, 2, 3]);
+/// ```
+///
+/// Moved to another thread:
+///
+/// ```
+/// let table = restable::ResTable::new();
+/// let owner = table.insert(&[1u32], 5u64).unwrap();
+/// let value = std::thread::spawn(move || owner.kill_and_drain()).join().unwrap();
+/// assert_eq!(value, 5);
+/// assert!(table.is_empty());
+/// ```
+pub struct Owner<K, T> {
+    registry: Arc<Registry<K, T>>,
+    node: NonNull<Node<K, T>>,
+}
+
+// SAFETY: an `Owner` hands out `&T` (needs `T: Sync` to cross threads), can move `T` out
+// or drop it on its thread (needs `T: Send`), and touches the shared index and keys the
+// same way (`K: Send + Sync`).
+unsafe impl<K: Send + Sync, T: Send + Sync> Send for Owner<K, T> {}
+// SAFETY: `&Owner` only gives `&T` and `&[K]`.
+unsafe impl<K: Send + Sync, T: Send + Sync> Sync for Owner<K, T> {}
+
+impl<K, T> Owner<K, T> {
+    pub(crate) fn new(registry: Arc<Registry<K, T>>, node: *mut Node<K, T>) -> Self {
+        Owner {
+            registry,
+            node: NonNull::new(node).expect("node pointer from Box::into_raw"),
+        }
+    }
+
+    fn node(&self) -> &Node<K, T> {
+        // SAFETY: the owner keeps the node alive (`OWNED` is set until it lets go).
+        unsafe { self.node.as_ref() }
+    }
+
+    /// The keys the object was inserted under, in the order given.
+    ///
+    /// ```
+    /// let table = restable::ResTable::new();
+    /// let owner = table.insert(&[3u32, 1, 2], ()).unwrap();
+    /// assert_eq!(owner.keys(), &[3, 1, 2]);
+    /// ```
+    pub fn keys(&self) -> &[K] {
+        self.node().keys()
+    }
+
+    /// Kills the object: from the return on, no `get` on any of its keys finds it, and
+    /// every key can be inserted again. References already out stay valid; the returned
+    /// [`Dying`] waits for them. Never blocks on a reader.
+    ///
+    /// ```
+    /// let table = restable::ResTable::new();
+    /// let owner = table.insert(&[1u32, 2], "qp").unwrap();
+    /// let held = table.get(&1).unwrap();
+    /// let dying = owner.kill();
+    /// assert!(table.get(&2).is_none());
+    /// let _new = table.insert(&[1, 2], "new qp").unwrap(); // keys reusable at once
+    /// assert_eq!(dying.refs(), 1);
+    /// drop(held);
+    /// assert_eq!(dying.drain(), "qp");
+    /// ```
+    pub fn kill(self) -> Dying<K, T> {
+        let this = std::mem::ManuallyDrop::new(self);
+        this.registry.kill(this.node());
+        // SAFETY: `this` is never used or dropped again; the registry is read out once.
+        drop(unsafe { std::ptr::read(&this.registry) });
+        // SAFETY: ownership of the node moves from `this` to the `Dying`.
+        unsafe { Dying::new(this.node) }
+    }
+
+    /// Kills the object, waits for every reference to be put and returns the value: the
+    /// destroy path of a driver, before it frees the hardware IDs.
+    ///
+    /// ```
+    /// let table = restable::ResTable::new();
+    /// let owner = table.insert(&[9u32], String::from("cq")).unwrap();
+    /// assert_eq!(owner.kill_and_drain(), "cq");
+    /// assert!(!table.contains_key(&9));
+    /// ```
+    pub fn kill_and_drain(self) -> T {
+        self.kill().drain()
+    }
+}
+
+impl<K, T> Deref for Owner<K, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.node().value()
+    }
+}
+
+impl<K, T> Drop for Owner<K, T> {
+    fn drop(&mut self) {
+        self.registry.kill(self.node());
+        // SAFETY: the owner's right to the node is given up here, exactly once.
+        unsafe { abandon(self.node) }
+    }
+}
+
+/// The owner (an `Owner` or `Dying`) lets go without draining; if no reference is out,
+/// the value is dropped and the node freed now, otherwise by the last put.
+///
+/// # Safety
+/// `node` is killed and unlinked, and the caller holds its owner and never touches it
+/// again.
+pub(crate) unsafe fn abandon<K, T>(node: NonNull<Node<K, T>>) {
+    // SAFETY: the owner keeps the node alive until this call.
+    if let Release::Last = unsafe { node.as_ref() }.abandon() {
+        // SAFETY: `Last`: no reference is out and the owner is gone.
+        unsafe { node::drop_and_retire(node.as_ptr()) }
+    }
+}
+
+impl<K: fmt::Debug, T: fmt::Debug> fmt::Debug for Owner<K, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Owner")
+            .field("keys", &self.keys())
+            .field("value", &**self)
+            .finish()
+    }
+}
+
+/// A counted reference to a live object, from [`ResTable::get`](crate::ResTable::get):
+/// get-ref when made, put-ref when dropped (also when its holder unwinds).
+///
+/// While any `Ref` is out, the object's drain waits. Cloning takes another reference.
+///
+/// ```
+/// let table = restable::ResTable::new();
+/// let _qp = table.insert(&[1u32], "qp").unwrap();
+/// let r = table.get(&1).unwrap();
+/// let r2 = r.clone();
+/// assert_eq!((*r, *r2), ("qp", "qp"));
+/// ```
+///
+/// Sent to another thread:
+///
+/// ```
+/// let table = restable::ResTable::new();
+/// let _qp = table.insert(&[1u32], 10u32).unwrap();
+/// std::thread::scope(|s| {
+///     let r = table.get(&1).unwrap();
+///     s.spawn(move || assert_eq!(*r, 10));
+/// });
+/// ```
+pub struct Ref<'a, K, T> {
+    node: NonNull<Node<K, T>>,
+    _table: PhantomData<&'a Registry<K, T>>,
+}
+
+// SAFETY: a `Ref` gives `&T` and `&[K]`, and its drop may drop `T` (if the owner let go),
+// on whichever thread holds it.
+unsafe impl<K: Send + Sync, T: Send + Sync> Send for Ref<'_, K, T> {}
+// SAFETY: `&Ref` only gives `&T` and `&[K]`.
+unsafe impl<K: Send + Sync, T: Send + Sync> Sync for Ref<'_, K, T> {}
+
+impl<'a, K, T> Ref<'a, K, T> {
+    /// Wraps a reference already taken.
+    ///
+    /// # Safety
+    /// The caller took a reference on `node` (`Node::try_get` succeeded) that this `Ref`
+    /// now owns, and `'a` does not outlive the table the node was found in.
+    pub(crate) unsafe fn new(node: &Node<K, T>) -> Self {
+        Ref {
+            node: NonNull::from(node),
+            _table: PhantomData,
+        }
+    }
+
+    fn node(&self) -> &Node<K, T> {
+        // SAFETY: our reference keeps the node alive (its count is at least one).
+        unsafe { self.node.as_ref() }
+    }
+
+    /// All keys of the object, not just the one it was looked up by.
+    ///
+    /// ```
+    /// let table = restable::ResTable::new();
+    /// let _qp = table.insert(&[0x10u32, 0x8000_0003, 0x3], ()).unwrap();
+    /// assert_eq!(table.get(&3).unwrap().keys(), &[0x10, 0x8000_0003, 0x3]);
+    /// ```
+    pub fn keys(&self) -> &[K] {
+        self.node().keys()
+    }
+
+    /// Whether two references point at the same object (not merely equal values).
+    ///
+    /// ```
+    /// let table = restable::ResTable::new();
+    /// let _qp = table.insert(&[1u32, 2], 0).unwrap();
+    /// assert!(restable::Ref::ptr_eq(&table.get(&1).unwrap(), &table.get(&2).unwrap()));
+    /// ```
+    pub fn ptr_eq(this: &Self, other: &Self) -> bool {
+        this.node == other.node
+    }
+}
+
+impl<K, T> Deref for Ref<'_, K, T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        self.node().value()
+    }
+}
+
+impl<K, T> Clone for Ref<'_, K, T> {
+    fn clone(&self) -> Self {
+        self.node().clone_ref();
+        Ref {
+            node: self.node,
+            _table: PhantomData,
+        }
+    }
+}
+
+impl<K, T> Drop for Ref<'_, K, T> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Release::Last = self.node().put() {
+            // SAFETY: `Last`: the owner let go and ours was the last reference.
+            unsafe { node::drop_and_retire(self.node.as_ptr()) }
+        }
+    }
+}
+
+impl<K: fmt::Debug, T: fmt::Debug> fmt::Debug for Ref<'_, K, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ref")
+            .field("keys", &self.keys())
+            .field("value", &**self)
+            .finish()
+    }
+}

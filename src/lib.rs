@@ -1,0 +1,160 @@
+//! A concurrent table of reference-counted objects, each findable under several keys:
+//! lock-free get-ref for interrupt handlers and completion pollers, and a destroy that
+//! makes the object unreachable first, waits for every holder, and hands it back.
+//!
+//! # The problem
+//!
+//! An RDMA driver keeps its queue pairs in a table. The interrupt handler gets an event
+//! naming a QPN and must find the QP without blocking; a completion poller finds it by
+//! one of its work-queue ids. Meanwhile the control path destroys QPs. Destroy must, in
+//! this order:
+//!
+//! 1. make the QP unreachable under *all* its ids at once, so no new lookup finds it;
+//! 2. wait until every lookup that already found it has let go;
+//! 3. only then let the hardware free the ids — hardware such as mana's hands a
+//!    just-freed QPN to the very next create, so the ids must be free in the table by
+//!    then too.
+//!
+//! mlx5 (`get_rsc`/`put_rsc`), mana_ib (`mana_get_qp_ref`/`mana_put_qp_ref`) and the
+//! RDMA core's `restrack` each open-code this with a lock, a refcount and a completion,
+//! and each has shipped races in it. `restable` is that pattern once, with the lookup
+//! lock-free and every interleaving of the races model-checked under loom.
+//!
+//! ```
+//! use restable::ResTable;
+//!
+//! let qps = ResTable::new();
+//! // A QP answers to its QPN and to its send/receive queue ids (kept apart by a tag).
+//! let qp = qps.insert(&[("qpn", 0x51), ("sq", 3), ("rq", 3)], "qp 0x51").unwrap();
+//!
+//! // Event path: get-ref by any key; put-ref when the `Ref` drops.
+//! if let Some(qp) = qps.get(&("qpn", 0x51)) {
+//!     assert_eq!(*qp, "qp 0x51");
+//! }
+//!
+//! // Destroy: kill (unreachable, ids free), drain (wait for holders), get the QP back.
+//! let value = qp.kill_and_drain();
+//! assert!(qps.get(&("sq", 3)).is_none());
+//! assert_eq!(value, "qp 0x51");
+//! ```
+//!
+//! # The algorithm
+//!
+//! Two structures: an **index** from key to node, and per object a **node** holding the
+//! value, its keys and one atomic **state word**.
+//!
+//! ## The state word
+//!
+//! ```text
+//!  63     62      61       60 ...................................... 0
+//! +------+-------+--------+-------------------------------------------+
+//! | LIVE | OWNED | PARKED |                  refs                     |
+//! +------+-------+--------+-------------------------------------------+
+//! ```
+//!
+//! - `LIVE`: get-ref may succeed. Set once when the insert publishes, cleared once by
+//!   kill. A node whose insert failed is never live.
+//! - `OWNED`: an [`Owner`] or [`Dying`] exists and will take or drop the value. Cleared
+//!   when it is dropped without draining; then the last reference drops the value.
+//! - `PARKED`: a drainer sleeps (or is about to) until `refs` reaches zero.
+//! - `refs`: the number of [`Ref`]s out.
+//!
+//! Every transition is one read-modify-write of this word, so "may it be found", "who
+//! holds it", "must somebody be woken" and "who drops the value" are decided by one
+//! value that all threads agree on.
+//!
+//! ## Operations and their linearization points
+//!
+//! - **insert**: lock the index shards of all keys (ascending order), check that no key
+//!   names a live node (a killed node's leftover entry is unlinked), link one entry per
+//!   key, then *store* `OWNED | LIVE` — the linearization point — and unlock. Nothing is
+//!   linked before every check passed, so a failed insert was never visible and hands the
+//!   value back; and since the node is not live until every key is linked, a `get` that
+//!   succeeds on one key implies all keys resolve.
+//! - **get**: pin the epoch, hash, walk one chain of one shard, and on a key match CAS
+//!   `refs + 1` into the word if `LIVE` is set — the successful CAS is the linearization
+//!   point. No lock, no wait on a writer (a CAS retries only because another thread
+//!   changed the word), no allocation.
+//! - **put** (dropping a [`Ref`]): `fetch_sub`. If that was the last reference and
+//!   `PARKED` is set, wake the drainer; if `OWNED` is clear, drop the value and free the
+//!   node.
+//! - **kill**: `fetch_and(!LIVE)` — the linearization point: from here no `get` on any key
+//!   succeeds. Then, shard by shard, unlink the node's entries, so every key can be
+//!   inserted again before the drain.
+//! - **drain**: wait until `refs` is zero — spin briefly, then park on the node's address
+//!   in the parking lot after setting `PARKED` inside the lot's `validate` — and move the
+//!   value out. Its linearization point is the load that sees zero; zero is final, since
+//!   the node is not live and only a holder can make a new reference.
+//!
+//! ## Memory orderings, and why each is enough
+//!
+//! - Index: writers link a fully built entry with a `Release` store; readers load with
+//!   `Acquire`. A reader that finds an entry sees its key and its node's fields.
+//! - Publish (`Release` store of `LIVE`) pairs with get's `Acquire` CAS: a reader that
+//!   takes a reference sees the value and every key's entry as the inserter left them.
+//! - Get's CAS failure path is `Relaxed`: a failed get reads nothing else.
+//! - Ref clone: `Relaxed` `fetch_add`, as `Arc::clone` — the clone's caller already
+//!   holds a reference, so the count cannot reach zero meanwhile.
+//! - Put: `Release` `fetch_sub`, so a holder's reads of the value happen before the drain
+//!   takes it; the drainer's `Acquire` load of zero synchronizes with every put (they
+//!   form one release sequence on the word). The last holder that drops the value uses
+//!   an `Acquire` fence first, as `Arc::drop` does.
+//! - Kill: `AcqRel` `fetch_and`. What the guarantee needs is only that kill's write
+//!   precedes the unlinking in program order: a reader that observes an unlink (or a newer
+//!   entry linked after it) through `Acquire` also observes `LIVE` cleared, and any get's
+//!   CAS reads the latest value of the word anyway. The stronger ordering is free on the
+//!   control path.
+//! - Parking: `PARKED` is set with a `Relaxed` `fetch_or` inside the lot's `validate`
+//!   (under the lot's bucket lock); the last put's `fetch_sub` is an RMW on the same word,
+//!   so either it comes first (the drainer sees zero and does not sleep) or it sees
+//!   `PARKED` and calls `unpark_all`, which takes the same lock and so finds the drainer
+//!   queued. No lost wake-up. The wake touches only the lot, keyed by the node's address,
+//!   because the woken drainer may free the node at once.
+//!
+//! ## Reclamation
+//!
+//! Readers dereference index entries and nodes only while pinned to a crossbeam-epoch
+//! epoch. Unlinked entries, replaced bucket arrays and nodes are handed to the collector
+//! (`defer_destroy`) and freed once every thread pinned at that time has unpinned. A
+//! node is retired only after all its entries are unlinked, by whoever finishes with it
+//! last: the drain (after moving the value out), or — if the owner was dropped — the last
+//! put or the owner's drop. A reader that reaches a killed node only reads its state word
+//! (its CAS fails), never the value, and holds nothing that delays the drain.
+//!
+//! # Modules
+//!
+//! | module | job |
+//! | --- | --- |
+//! | `table` | [`ResTable`]: insert, get, kill's index part, iteration |
+//! | `index` | sharded, epoch-protected hash index: lock-free find, locked link/unlink, growth |
+//! | `node` | the node and its state word; every transition of it |
+//! | `guard` | [`Owner`] and [`Ref`], the handles to an object |
+//! | `drain` | [`Dying`]: waiting for holders and taking the value back |
+//! | `error` | [`InsertError`], which always hands the value back |
+//! | `sync` | the only door to atomics, locks, parking and epoch pinning (loom swaps it) |
+
+#![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
+#![warn(rust_2018_idioms)]
+
+mod drain;
+mod error;
+mod guard;
+mod index;
+mod node;
+mod sync;
+mod table;
+
+/// Loom models call this from the killing thread to run reclamation inside the model.
+#[cfg(loom)]
+#[doc(hidden)]
+pub use sync::collect as loom_collect;
+
+pub use drain::Dying;
+pub use error::{InsertError, InsertErrorKind};
+pub use guard::{Owner, Ref};
+pub use table::{DefaultHashBuilder, Iter, ResTable, MAX_KEYS};
+
+/// The README's examples, compiled and run as doc tests so they cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

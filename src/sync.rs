@@ -1,0 +1,228 @@
+//! The one door to atomics, locks, parking and epoch pinning.
+//!
+//! Production code reaches every synchronization primitive through this module, so that
+//! `--cfg loom --cfg crossbeam_loom` can swap in [loom]'s model-checked versions in one
+//! place (the approach of tokio's `loom` module and sharded-slab's `sync.rs`).
+//!
+//! Under loom:
+//! - atomics and the shard lock come from `loom::sync`;
+//! - epoch pinning uses a [`crossbeam_epoch::Collector`] created per model execution
+//!   (one handle per loom thread), so that reclamation runs inside the model and a
+//!   use-after-free shows up as a loom failure rather than an abort;
+//! - parking is a small "parking lot" built from a loom `Mutex` and `Condvar` with the
+//!   same contract as `parking_lot_core::park`/`unpark_all`: `validate` runs under the
+//!   lot's lock, and `unpark_all` takes that lock too, so a wake-up issued after the
+//!   validated state change can never be lost. A timed park does not sleep under loom
+//!   (loom has no clock): it validates and reports a time-out at once.
+//!
+//! [loom]: https://docs.rs/loom
+
+#[cfg(all(loom, not(crossbeam_loom)))]
+compile_error!(
+    "restable: `--cfg loom` needs `--cfg crossbeam_loom` too (and crossbeam-epoch's `loom` \
+     feature); otherwise crossbeam-epoch silently stays unmodelled"
+);
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{fence, AtomicUsize, Ordering};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicUsize, Ordering};
+
+pub(crate) use crossbeam_epoch::{Atomic, Guard, Owned, Shared};
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::Arc;
+
+#[cfg(loom)]
+pub(crate) use loom::sync::Arc;
+
+use std::time::Instant;
+
+/// How many times a drainer re-checks the state word before it parks. Holders keep their
+/// references for short critical sections, so a brief spin often saves a sleep; under
+/// loom the spin only multiplies interleavings, so it is off.
+#[cfg(not(loom))]
+pub(crate) const DRAIN_SPINS: u32 = 64;
+#[cfg(loom)]
+pub(crate) const DRAIN_SPINS: u32 = 0;
+
+/// One step of a bounded spin.
+#[inline]
+pub(crate) fn spin_hint() {
+    #[cfg(not(loom))]
+    std::hint::spin_loop();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}
+
+/// Pins the current thread to the epoch used by every table.
+#[cfg(not(loom))]
+#[inline]
+pub(crate) fn pin() -> Guard {
+    crossbeam_epoch::pin()
+}
+
+#[cfg(loom)]
+pub(crate) fn pin() -> Guard {
+    loom::lazy_static! {
+        static ref COLLECTOR: crossbeam_epoch::Collector = crossbeam_epoch::Collector::new();
+    }
+    loom::thread_local! {
+        static HANDLE: crossbeam_epoch::LocalHandle = COLLECTOR.register();
+    }
+    HANDLE.with(|handle| handle.pin())
+}
+
+/// Drives reclamation from the calling thread: flushes its deferred work and re-pins a
+/// few times so the global epoch can advance and garbage can be freed. Loom models call
+/// it from the killing thread; without it a model never frees anything and so never sees
+/// a use-after-free.
+#[cfg(loom)]
+#[doc(hidden)]
+pub fn collect() {
+    for _ in 0..3 {
+        let guard = pin();
+        guard.flush();
+    }
+}
+
+/// The lock writers take on one shard of the index.
+#[derive(Debug, Default)]
+pub(crate) struct Mutex<T>(
+    #[cfg(not(loom))] parking_lot::Mutex<T>,
+    #[cfg(loom)] loom::sync::Mutex<T>,
+);
+
+#[cfg(not(loom))]
+pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
+#[cfg(loom)]
+pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
+impl<T> Mutex<T> {
+    pub(crate) fn new(value: T) -> Self {
+        #[cfg(not(loom))]
+        return Self(parking_lot::Mutex::new(value));
+        #[cfg(loom)]
+        return Self(loom::sync::Mutex::new(value));
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+        #[cfg(not(loom))]
+        return self.0.lock();
+        // A panic while a shard lock is held leaves the index consistent (every write is
+        // one pointer store), so poisoning carries no information here.
+        #[cfg(loom)]
+        return self.0.lock().unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+/// What a [`park`] call ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Parked {
+    /// `validate` said not to sleep.
+    Invalid,
+    /// Woken by [`unpark_all`] (or spuriously: callers re-check their condition).
+    Woken,
+    /// The deadline passed.
+    TimedOut,
+}
+
+/// Parks the thread on `key` if `validate` (run under the lot's lock) returns true, until
+/// [`unpark_all`] on the same key or the deadline. `timed_out` runs under the lot's lock
+/// when the deadline passes, so it is ordered against any concurrent `unpark_all`.
+pub(crate) fn park(
+    key: usize,
+    validate: impl FnOnce() -> bool,
+    timed_out: impl FnOnce(),
+    deadline: Option<Instant>,
+) -> Parked {
+    #[cfg(not(loom))]
+    {
+        use parking_lot_core::{ParkResult, DEFAULT_PARK_TOKEN};
+        // SAFETY: `validate` and `timed_out` only touch an atomic and never call into the
+        // parking lot; `key` is the address of a live node, used only as a wait queue id.
+        let result = unsafe {
+            parking_lot_core::park(
+                key,
+                validate,
+                || {},
+                |_, _| timed_out(),
+                DEFAULT_PARK_TOKEN,
+                deadline,
+            )
+        };
+        match result {
+            ParkResult::Invalid => Parked::Invalid,
+            ParkResult::Unparked(_) => Parked::Woken,
+            ParkResult::TimedOut => Parked::TimedOut,
+        }
+    }
+    #[cfg(loom)]
+    {
+        loom_lot::park(key, validate, timed_out, deadline.is_some())
+    }
+}
+
+/// Wakes every thread parked on `key`. Touches no memory at `key`: a node may already be
+/// freed when its last holder wakes the drainer.
+pub(crate) fn unpark_all(key: usize) {
+    #[cfg(not(loom))]
+    // SAFETY: no callback; `key` is only compared, never dereferenced.
+    unsafe {
+        parking_lot_core::unpark_all(key, parking_lot_core::DEFAULT_UNPARK_TOKEN);
+    }
+    #[cfg(loom)]
+    loom_lot::unpark_all(key);
+}
+
+#[cfg(loom)]
+mod loom_lot {
+    use super::Parked;
+    use loom::sync::{Condvar, Mutex};
+
+    struct Lot {
+        /// Keys of the threads parked right now, one entry each.
+        parked: Mutex<Vec<(usize, usize)>>,
+        woken: Condvar,
+        next_ticket: loom::sync::atomic::AtomicUsize,
+    }
+
+    loom::lazy_static! {
+        static ref LOT: Lot = Lot {
+            parked: Mutex::new(Vec::new()),
+            woken: Condvar::new(),
+            next_ticket: loom::sync::atomic::AtomicUsize::new(0),
+        };
+    }
+
+    pub(super) fn park(
+        key: usize,
+        validate: impl FnOnce() -> bool,
+        timed_out: impl FnOnce(),
+        timed: bool,
+    ) -> Parked {
+        let ticket = LOT
+            .next_ticket
+            .fetch_add(1, loom::sync::atomic::Ordering::Relaxed);
+        let mut parked = LOT.parked.lock().unwrap();
+        if !validate() {
+            return Parked::Invalid;
+        }
+        if timed {
+            timed_out();
+            return Parked::TimedOut;
+        }
+        parked.push((key, ticket));
+        while parked.iter().any(|&entry| entry == (key, ticket)) {
+            parked = LOT.woken.wait(parked).unwrap();
+        }
+        Parked::Woken
+    }
+
+    pub(super) fn unpark_all(key: usize) {
+        let mut parked = LOT.parked.lock().unwrap();
+        parked.retain(|&(k, _)| k != key);
+        LOT.woken.notify_all();
+    }
+}
