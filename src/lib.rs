@@ -132,6 +132,7 @@
 //! | `drain` | [`Dying`]: waiting for holders and taking the value back |
 //! | `error` | [`InsertError`], which always hands the value back |
 //! | `sync` | the only door to atomics, locks, parking and epoch pinning (loom swaps it) |
+//! | [`mana`] | a mana_ib adapter (feature `mana`, on by default): QP table, EQ and CQ paths, simulated device |
 
 #![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
 #![warn(rust_2018_idioms)]
@@ -140,6 +141,8 @@ mod drain;
 mod error;
 mod guard;
 mod index;
+#[cfg(feature = "mana")]
+pub mod mana;
 mod node;
 mod sync;
 mod table;

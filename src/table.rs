@@ -14,10 +14,16 @@ use std::hash::{BuildHasher, Hash};
 /// QP needs at most six (its QPN and five hardware queues).
 pub const MAX_KEYS: usize = 16;
 
-/// The hasher a table uses unless told otherwise: foldhash's fast hasher, seeded per
-/// process. It is several times cheaper than SipHash on integer keys (a large share of a
+/// The hasher a table uses unless told otherwise: foldhash's fast hasher, randomly
+/// seeded. It is several times cheaper than SipHash on integer keys (a large share of a
 /// lookup's cost), and its output spreads well over the shard and bucket bits.
+#[cfg(not(loom))]
 pub type DefaultHashBuilder = foldhash::fast::RandomState;
+
+/// Under loom every execution of a model must make the same choices, so the default
+/// hasher has a fixed seed there.
+#[cfg(loom)]
+pub type DefaultHashBuilder = foldhash::fast::FixedState;
 
 /// A concurrent table of objects, each findable under one or more keys, with lock-free
 /// get-ref and kill-and-drain.

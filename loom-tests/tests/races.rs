@@ -1,0 +1,361 @@
+//! Loom models of the destroy/event races, on restable's real code: its atomics, shard
+//! locks and parking run on loom's, and so does crossbeam-epoch (`crossbeam_loom`), with
+//! reclamation driven from inside each model.
+//!
+//! Run through `loom-tests/run` (release, own target dir, preemption bound 2 unless
+//! `LOOM_MAX_PREEMPTIONS` says otherwise).
+#![cfg(loom)]
+
+mod support;
+
+use loom::sync::Arc;
+use loom::thread;
+use restable::{InsertErrorKind, ResTable};
+use support::{model, Qp};
+
+/// Under loom the default hasher has a fixed seed, so every execution of a model
+/// places the keys in the same shards.
+type Table = ResTable<u32, Qp>;
+
+const QPN: u32 = 0x51;
+const SQ: u32 = 0x8000_0003; // send queue ids carry bit 31, as mana's MANA_SENDQ_MASK
+const RQ: u32 = 0x3;
+
+/// 1. Event handler vs destroy. mana: the EQ handler's `mana_get_qp_ref` + event callback
+/// + `mana_put_qp_ref` racing `mana_table_remove_qp`; mlx5: `mlx5_get_rsc` in the event
+/// path racing `destroy_resource_common`. The holder must never see a dropped or moved
+/// value, and the drain must return only after the put.
+#[test]
+fn event_handler_vs_destroy() {
+    model("event_handler_vs_destroy", || {
+        let table = Arc::new(Table::new());
+        let (qp, drops) = Qp::new(1);
+        let owner = table.insert(&[QPN], qp).unwrap();
+        let handler = {
+            let table = Arc::clone(&table);
+            thread::spawn(move || {
+                if let Some(qp) = table.get(&QPN) {
+                    assert_eq!(qp.read(), 1, "event handler saw a destroyed QP");
+                }
+            })
+        };
+        let mut qp = owner.kill_and_drain();
+        qp.scribble(); // the destroyer owns the QP again: a racing holder is a data race
+        restable::loom_collect();
+        handler.join().unwrap();
+        drop(qp);
+        assert_eq!(drops.count(), 1);
+    });
+}
+
+/// 2. Lost wake-up: the last put racing the drainer going to sleep (restrack's
+/// `rdma_restrack_del` → `wait_for_completion` vs the last `kref_put` → `complete`).
+/// The holder takes two references and lets go of them one at a time; the drainer must
+/// be woken by whichever put is last, whenever it parks.
+#[test]
+fn last_put_vs_drainer_parking() {
+    model("last_put_vs_drainer_parking", || {
+        let table = Arc::new(Table::new());
+        let (qp, drops) = Qp::new(2);
+        let owner = table.insert(&[QPN], qp).unwrap();
+        let holder = {
+            let table = Arc::clone(&table);
+            thread::spawn(move || {
+                if let Some(first) = table.get(&QPN) {
+                    let second = first.clone();
+                    drop(first);
+                    assert_eq!(second.read(), 2);
+                }
+            })
+        };
+        let mut qp = owner.kill().drain();
+        qp.scribble();
+        restable::loom_collect();
+        holder.join().unwrap();
+        drop(qp);
+        assert_eq!(drops.count(), 1);
+    });
+}
+
+/// 3. Publish before init: mlx5 inserted into its radix tree before setting the
+/// refcount and completion. A get racing the insert sees a fully built object or none.
+#[test]
+fn get_vs_insert_publish() {
+    model("get_vs_insert_publish", || {
+        let table = Arc::new(Table::new());
+        let creator = {
+            let table = Arc::clone(&table);
+            thread::spawn(move || table.insert(&[QPN, RQ], Qp::new(3).0).unwrap())
+        };
+        if let Some(qp) = table.get(&RQ) {
+            assert_eq!(qp.read(), 3, "half-initialized object");
+            assert_eq!(qp.keys(), &[QPN, RQ]);
+        }
+        let owner = creator.join().unwrap();
+        owner.kill_and_drain();
+        restable::loom_collect();
+    });
+}
+
+/// 4a. Multi-key insert: a get on one key that succeeds means the insert happened, so
+/// every other key resolves too (a UD QP stored under its send then its receive queue).
+#[test]
+fn multi_key_insert_is_atomic() {
+    model("multi_key_insert_is_atomic", || {
+        let table = Arc::new(Table::new());
+        let creator = {
+            let table = Arc::clone(&table);
+            thread::spawn(move || table.insert(&[SQ, RQ], Qp::new(4).0).unwrap())
+        };
+        let on_sq = table.get(&SQ).is_some();
+        let on_rq = table.get(&RQ).is_some();
+        assert!(
+            !on_sq || on_rq,
+            "found by its first key but not by its second"
+        );
+        creator.join().unwrap().kill_and_drain();
+        restable::loom_collect();
+    });
+}
+
+/// 4b. An insert that fails on its last key racing a get on its first: mana's UD/GSI
+/// path stores `sq_id | BIT(31)` and then `rq_id`, and on failure erases the first
+/// without draining a reference that a poller may have taken in between. Here no
+/// reference to the failed object may exist, ever, and the value comes back.
+#[test]
+fn failed_insert_is_never_visible() {
+    model("failed_insert_is_never_visible", || {
+        let table = Arc::new(Table::new());
+        let blocker = table.insert(&[RQ], Qp::new(0).0).unwrap();
+        let creator = {
+            let table = Arc::clone(&table);
+            thread::spawn(move || {
+                let err = table.insert(&[SQ, RQ], Qp::new(5).0).unwrap_err();
+                assert_eq!(
+                    (err.kind(), err.key()),
+                    (InsertErrorKind::KeyInUse, Some(&RQ))
+                );
+                assert_eq!(err.into_value().read(), 5);
+            })
+        };
+        assert!(
+            table.get(&SQ).is_none(),
+            "got a reference to a failed insert"
+        );
+        creator.join().unwrap();
+        blocker.kill_and_drain();
+        restable::loom_collect();
+    });
+}
+
+/// 5. Multi-key kill: an event handler looks the QP up by QPN, then a CQ poller by a
+/// work-queue id, while the QP is destroyed. Kill hides every key at once: once the get
+/// by QPN has failed, the later get by the receive queue id fails too (kill unlinks the
+/// keys in order, QPN first, so unlinking before hiding would fail this).
+#[test]
+fn get_by_wq_id_vs_kill() {
+    model("get_by_wq_id_vs_kill", || {
+        let table = Arc::new(Table::new());
+        let owner = table.insert(&[QPN, SQ, RQ], Qp::new(6).0).unwrap();
+        let poller = {
+            let table = Arc::clone(&table);
+            thread::spawn(move || {
+                let on_qpn = table.get(&QPN).map(|qp| qp.read());
+                let on_rq = table.get(&RQ).map(|qp| qp.read());
+                assert!(
+                    on_qpn.is_some() || on_rq.is_none(),
+                    "killed under QPN, live under RQ"
+                );
+            })
+        };
+        let mut qp = owner.kill_and_drain();
+        qp.scribble();
+        for key in [QPN, SQ, RQ] {
+            assert!(table.get(&key).is_none());
+        }
+        restable::loom_collect();
+        poller.join().unwrap();
+    });
+}
+
+/// 6. Immediate reuse: mana hardware hands a freed QPN to the next create. Kill, insert
+/// a new object under the same key while a reference to the old one is still held, and
+/// race a get: it returns the new object or none, never the old one.
+#[test]
+fn reuse_after_kill_vs_get() {
+    model("reuse_after_kill_vs_get", || {
+        let table = Arc::new(Table::new());
+        let old = table.insert(&[QPN], Qp::new(7).0).unwrap();
+        let held = table.get(&QPN).unwrap();
+        let dying = old.kill();
+        let getter = {
+            let table = Arc::clone(&table);
+            thread::spawn(move || {
+                if let Some(qp) = table.get(&QPN) {
+                    assert_eq!(qp.read(), 8, "a get after the kill found the old object");
+                }
+            })
+        };
+        let new = table.insert(&[QPN], Qp::new(8).0).unwrap();
+        assert_eq!(held.read(), 7);
+        drop(held);
+        let mut old_qp = dying.drain();
+        old_qp.scribble();
+        restable::loom_collect();
+        getter.join().unwrap();
+        new.kill_and_drain();
+    });
+}
+
+/// 7. Two creates racing for one id: exactly one wins; the loser gets its value back.
+#[test]
+fn two_inserts_for_one_key() {
+    model("two_inserts_for_one_key", || {
+        let table = Arc::new(Table::new());
+        let other = {
+            let table = Arc::clone(&table);
+            thread::spawn(move || {
+                table
+                    .insert(&[RQ, QPN], Qp::new(9).0)
+                    .map_err(|e| e.into_value().read())
+            })
+        };
+        let mine = table
+            .insert(&[QPN], Qp::new(10).0)
+            .map_err(|e| e.into_value().read());
+        let theirs = other.join().unwrap();
+        match (&mine, &theirs) {
+            (Ok(_), Err(9)) => assert_eq!(table.get(&QPN).unwrap().read(), 10),
+            (Err(10), Ok(_)) => assert_eq!(table.get(&QPN).unwrap().read(), 9),
+            _ => panic!(
+                "not exactly one winner: {:?} {:?}",
+                mine.is_ok(),
+                theirs.is_ok()
+            ),
+        }
+        assert!(table.get(&RQ).is_some() == theirs.is_ok());
+        drop((mine, theirs));
+        restable::loom_collect();
+    });
+}
+
+/// 8. A `Ref` clone racing the drain: the clone is a new reference the drain must wait
+/// for, although it is taken after the kill.
+#[test]
+fn ref_clone_vs_drain() {
+    model("ref_clone_vs_drain", || {
+        let table = Arc::new(Table::new());
+        let owner = table.insert(&[QPN], Qp::new(11).0).unwrap();
+        let holder = {
+            let table = Arc::clone(&table);
+            thread::spawn(move || {
+                if let Some(first) = table.get(&QPN) {
+                    let second = first.clone();
+                    drop(first);
+                    assert_eq!(second.read(), 11);
+                }
+            })
+        };
+        let dying = owner.kill();
+        let mut qp = dying.drain();
+        qp.scribble();
+        restable::loom_collect();
+        holder.join().unwrap();
+    });
+}
+
+/// 9. Dropping the owner (or the dying handle) racing the last put: the value is
+/// dropped exactly once, by whoever lets go last, and never while a holder reads it.
+#[test]
+fn owner_drop_vs_last_put() {
+    model("owner_drop_vs_last_put", || {
+        let table = Arc::new(Table::new());
+        let (qp, drops) = Qp::new(12);
+        let owner = table.insert(&[QPN], qp).unwrap();
+        let holder = {
+            let table = Arc::clone(&table);
+            thread::spawn(move || {
+                if let Some(qp) = table.get(&QPN) {
+                    assert_eq!(qp.read(), 12);
+                }
+            })
+        };
+        drop(owner);
+        restable::loom_collect();
+        holder.join().unwrap();
+        assert_eq!(drops.count(), 1);
+    });
+}
+
+/// 9b. As 9, through `kill` and dropping the `Dying`.
+#[test]
+fn dying_drop_vs_last_put() {
+    model("dying_drop_vs_last_put", || {
+        let table = Arc::new(Table::new());
+        let (qp, drops) = Qp::new(13);
+        let owner = table.insert(&[QPN], qp).unwrap();
+        let holder = {
+            let table = Arc::clone(&table);
+            thread::spawn(move || {
+                if let Some(qp) = table.get(&QPN) {
+                    assert_eq!(qp.read(), 13);
+                }
+            })
+        };
+        let dying = owner.kill();
+        drop(dying);
+        restable::loom_collect();
+        holder.join().unwrap();
+        assert_eq!(drops.count(), 1);
+    });
+}
+
+/// 10. Index growth racing get: under loom a shard starts with one bucket, so a second
+/// entry in a shard swaps in a larger array while the reader walks the old one.
+#[test]
+fn index_growth_vs_get() {
+    model("index_growth_vs_get", || {
+        let table = Arc::new(Table::new());
+        let present = table.insert(&[QPN], Qp::new(14).0).unwrap();
+        let reader = {
+            let table = Arc::clone(&table);
+            thread::spawn(move || {
+                let qp = table
+                    .get(&QPN)
+                    .expect("a live object vanished during growth");
+                assert_eq!(qp.read(), 14);
+            })
+        };
+        // Three more keys over two shards: some shard now holds two and grows.
+        let grower = table.insert(&[1, 2, 3], Qp::new(15).0).unwrap();
+        reader.join().unwrap();
+        grower.kill_and_drain();
+        present.kill_and_drain();
+        restable::loom_collect();
+    });
+}
+
+/// 11. Iteration racing kill: `rdma res show` walks the restrack table (get, unlock,
+/// fill, put) while a QP is destroyed. Every object yielded is readable; the other,
+/// untouched object is always yielded.
+#[test]
+fn iter_vs_kill() {
+    model("iter_vs_kill", || {
+        let table = Arc::new(Table::new());
+        let victim = table.insert(&[QPN], Qp::new(16).0).unwrap();
+        let bystander = table.insert(&[RQ], Qp::new(17).0).unwrap();
+        let dumper = {
+            let table = Arc::clone(&table);
+            thread::spawn(move || {
+                let seen: Vec<u32> = table.iter().map(|qp| qp.read()).collect();
+                assert!(seen.contains(&17), "a live object was skipped: {seen:?}");
+                assert!(seen.iter().all(|&v| v == 16 || v == 17));
+            })
+        };
+        let mut qp = victim.kill_and_drain();
+        qp.scribble();
+        restable::loom_collect();
+        dumper.join().unwrap();
+        bystander.kill_and_drain();
+    });
+}
