@@ -99,11 +99,24 @@ pub struct Driver {
 
 impl Driver {
     /// A driver for `device`, destroying in the right order.
+    ///
+    /// ```
+    /// use restable::mana::{sim::Device, Driver};
+    /// let driver = Driver::new(Device::new());
+    /// assert!(driver.table().is_empty());
+    /// ```
     pub fn new(device: Device) -> Self {
         Self::with_order(device, DestroyOrder::default())
     }
 
     /// A driver for `device` that destroys in `order`.
+    ///
+    /// ```
+    /// use restable::mana::{sim::Device, DestroyOrder, Driver, QpType};
+    /// let naive = Driver::with_order(Device::new(), DestroyOrder::HwThenErase);
+    /// let qp = naive.create_qp(QpType::Ud, None).unwrap();
+    /// naive.destroy_qp(qp).unwrap(); // alone it works; racing a create it collides
+    /// ```
     pub fn with_order(device: Device, order: DestroyOrder) -> Self {
         Driver {
             table: QpTable::new(),
@@ -116,16 +129,34 @@ impl Driver {
     }
 
     /// The QP table (the lookup paths).
+    ///
+    /// ```
+    /// let driver = restable::mana::Driver::default();
+    /// assert_eq!(driver.table().len(), 0);
+    /// ```
     pub fn table(&self) -> &QpTable {
         &self.table
     }
 
     /// The hardware.
+    ///
+    /// ```
+    /// let driver = restable::mana::Driver::default();
+    /// assert_eq!(driver.device().live_qps(), 0);
+    /// ```
     pub fn device(&self) -> &Device {
         &self.device
     }
 
     /// QPs created, destroyed, and creates that failed, so far.
+    ///
+    /// ```
+    /// use restable::mana::{Driver, QpType};
+    /// let driver = Driver::default();
+    /// let qp = driver.create_qp(QpType::Rc, None).unwrap();
+    /// driver.destroy_qp(qp).unwrap();
+    /// assert_eq!(driver.counts(), (1, 1, 0)); // created, destroyed, create failures
+    /// ```
     pub fn counts(&self) -> (u64, u64, u64) {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         (

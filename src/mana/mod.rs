@@ -178,6 +178,13 @@ pub struct Qp {
 
 impl Qp {
     /// A QP for the hardware queues `hw`, with an optional event callback.
+    ///
+    /// ```
+    /// use restable::mana::{sim::Device, Qp, QpType};
+    /// let hw = Device::new().create_qp(QpType::Ud).unwrap();
+    /// let qp = Qp::new(hw.clone(), Some(Box::new(|qp, event| println!("{:#x}: {event:?}", qp.qpn()))));
+    /// assert_eq!(qp.hw(), &hw);
+    /// ```
     pub fn new(hw: sim::HwQp, event_handler: Option<EventHandler>) -> Self {
         Qp {
             hw,
@@ -189,21 +196,49 @@ impl Qp {
     }
 
     /// The QP number.
+    ///
+    /// ```
+    /// use restable::mana::{sim::Device, Qp, QpType};
+    /// let hw = Device::new().create_qp(QpType::Rc).unwrap();
+    /// assert_eq!(Qp::new(hw.clone(), None).qpn(), hw.qpn);
+    /// ```
     pub fn qpn(&self) -> u32 {
         self.hw.qpn
     }
 
     /// The hardware queues behind the QP.
+    ///
+    /// ```
+    /// use restable::mana::{sim::Device, Qp, QpType};
+    /// let qp = Qp::new(Device::new().create_qp(QpType::Rc).unwrap(), None);
+    /// assert_eq!(qp.hw().internal_queues.len(), 3);
+    /// ```
     pub fn hw(&self) -> &sim::HwQp {
         &self.hw
     }
 
     /// Events delivered to this QP so far.
+    ///
+    /// ```
+    /// use restable::mana::{Driver, GdmaEvent, QpType};
+    /// let driver = Driver::default();
+    /// let qp = driver.create_qp(QpType::Rc, None).unwrap();
+    /// driver.table().handle_event(&GdmaEvent::qp_fatal(qp.qpn()));
+    /// assert_eq!(qp.events(), 1);
+    /// ```
     pub fn events(&self) -> u64 {
         self.events.load(Ordering::Relaxed)
     }
 
     /// Completions delivered to this QP so far.
+    ///
+    /// ```
+    /// use restable::mana::{Cqe, Driver, QpType};
+    /// let driver = Driver::default();
+    /// let qp = driver.create_qp(QpType::Ud, None).unwrap();
+    /// driver.table().handle_cqe(&Cqe { wq_id: qp.hw().send_queue, is_send: true });
+    /// assert_eq!(qp.completions(), 1);
+    /// ```
     pub fn completions(&self) -> u64 {
         self.completions.load(Ordering::Relaxed)
     }
@@ -298,6 +333,10 @@ pub struct QpTable {
 
 impl QpTable {
     /// An empty table.
+    ///
+    /// ```
+    /// assert!(restable::mana::QpTable::new().is_empty());
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }

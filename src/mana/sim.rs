@@ -29,6 +29,12 @@ pub struct HwQp {
 
 impl HwQp {
     /// Every id of the QP: QPN, send queue, receive queue, then the internal queues.
+    ///
+    /// ```
+    /// use restable::mana::{sim::Device, QpType};
+    /// let ud = Device::new().create_qp(QpType::Ud).unwrap();
+    /// assert_eq!(ud.ids().collect::<Vec<_>>(), [ud.qpn, ud.send_queue, ud.recv_queue]);
+    /// ```
     pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
         [self.qpn, self.send_queue, self.recv_queue]
             .into_iter()
@@ -133,6 +139,12 @@ impl Default for Device {
 impl Device {
     /// A device with 2^20 ids of each kind. Send and receive queue ids start at the same
     /// number, so a QP's send and receive queue often have equal ids.
+    ///
+    /// ```
+    /// use restable::mana::{sim::Device, QpType};
+    /// let ud = Device::new().create_qp(QpType::Ud).unwrap();
+    /// assert_eq!(ud.send_queue, ud.recv_queue); // equal ids from separate spaces
+    /// ```
     pub fn new() -> Self {
         Device {
             qpns: IdPool::new(0x100, 1 << 20),
@@ -235,11 +247,30 @@ impl Device {
     }
 
     /// Makes the next `n` destroys fail.
+    ///
+    /// ```
+    /// use restable::mana::{sim::{Device, HwError}, QpType};
+    /// let device = Device::new();
+    /// let qp = device.create_qp(QpType::Ud).unwrap();
+    /// device.fail_next_destroys(2);
+    /// assert_eq!(device.destroy_qp(&qp), Err(HwError::DestroyFailed));
+    /// assert_eq!(device.destroy_qp(&qp), Err(HwError::DestroyFailed));
+    /// assert_eq!(device.destroy_qp(&qp), Ok(()));
+    /// ```
     pub fn fail_next_destroys(&self, n: usize) {
         self.failing_destroys.store(n, Ordering::Relaxed);
     }
 
     /// The number of QPs the hardware has.
+    ///
+    /// ```
+    /// use restable::mana::{sim::Device, QpType};
+    /// let device = Device::new();
+    /// let qp = device.create_qp(QpType::Rc).unwrap();
+    /// assert_eq!(device.live_qps(), 1);
+    /// device.destroy_qp(&qp).unwrap();
+    /// assert_eq!(device.live_qps(), 0);
+    /// ```
     pub fn live_qps(&self) -> usize {
         self.live.lock().len()
     }
@@ -267,6 +298,15 @@ impl Device {
 
     /// The next completion: for a queue of a live QP, sometimes of a recently destroyed
     /// one; `None` when the device has no QP at all.
+    ///
+    /// ```
+    /// use restable::mana::{sim::{Device, SimRng}, QpType};
+    /// let device = Device::new();
+    /// assert_eq!(device.next_cqe(&mut SimRng::new(1)), None); // no QP, no completions
+    /// let qp = device.create_qp(QpType::Ud).unwrap();
+    /// let cqe = device.next_cqe(&mut SimRng::new(1)).unwrap();
+    /// assert!(cqe.wq_id == qp.send_queue || cqe.wq_id == qp.recv_queue);
+    /// ```
     pub fn next_cqe(&self, rng: &mut SimRng) -> Option<Cqe> {
         let stale = rng.below(8) == 0;
         let hw = self.pick(rng, stale)?;
@@ -299,11 +339,21 @@ pub struct SimRng(u64);
 
 impl SimRng {
     /// A generator from a seed; equal seeds give equal sequences.
+    ///
+    /// ```
+    /// use restable::mana::sim::SimRng;
+    /// assert_eq!(SimRng::new(7).next_u64(), SimRng::new(7).next_u64());
+    /// ```
     pub fn new(seed: u64) -> Self {
         SimRng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
     /// The next 64 random bits.
+    ///
+    /// ```
+    /// let mut rng = restable::mana::sim::SimRng::new(1);
+    /// assert_ne!(rng.next_u64(), rng.next_u64());
+    /// ```
     pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
@@ -312,6 +362,11 @@ impl SimRng {
     }
 
     /// Uniform-ish in `0..n`; `n` must not be zero.
+    ///
+    /// ```
+    /// let mut rng = restable::mana::sim::SimRng::new(1);
+    /// assert!((0..100).all(|_| rng.below(6) < 6));
+    /// ```
     pub fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n
     }

@@ -85,6 +85,12 @@ impl Summary {
     /// Whether the driver behaved: no create collided, nothing was delivered to a QP
     /// whose hardware destroy had begun, every QP created was destroyed, and neither the
     /// table nor the hardware has anything left.
+    ///
+    /// ```
+    /// use restable::mana::sim::Summary;
+    /// assert!(Summary::default().invariants_hold());
+    /// assert!(!Summary { create_failures: 1, ..Summary::default() }.invariants_hold());
+    /// ```
     pub fn invariants_hold(&self) -> bool {
         self.create_failures == 0
             && self.late_deliveries == 0
@@ -145,12 +151,33 @@ impl fmt::Display for Summary {
 
 impl Workload {
     /// Runs the workload to the end and returns what happened.
+    ///
+    /// ```
+    /// use restable::mana::{sim::Workload, DestroyOrder};
+    /// use std::time::Duration;
+    /// let naive = Workload {
+    ///     duration: Duration::from_millis(20),
+    ///     order: DestroyOrder::HwThenErase,
+    ///     ..Workload::default()
+    /// };
+    /// let summary = naive.run();
+    /// assert_eq!(summary.leftover_qps, 0); // collisions are likely, leaks are not
+    /// ```
     pub fn run(&self) -> Summary {
         self.run_with_progress(Duration::MAX, |_| {})
     }
 
     /// Runs the workload, calling `progress` with the counters so far about every
     /// `every` while it runs.
+    ///
+    /// ```
+    /// use restable::mana::sim::Workload;
+    /// use std::time::Duration;
+    /// let mut reports = 0;
+    /// let workload = Workload { duration: Duration::from_millis(60), ..Workload::default() };
+    /// workload.run_with_progress(Duration::from_millis(10), |_| reports += 1);
+    /// assert!(reports > 0);
+    /// ```
     pub fn run_with_progress(
         &self,
         every: Duration,
