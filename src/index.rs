@@ -2,23 +2,33 @@
 //!
 //! Keys are spread over a fixed number of shards by the top bits of their hash. A shard
 //! is an epoch-protected array of bucket heads; a bucket is a singly linked chain of
-//! entries, newest first. Every entry is immutable except its `next` link.
+//! entries, newest first.
 //!
-//! - Readers pin the epoch, load the shard's array and walk one chain with `Acquire`
-//!   loads. They never lock, never write, never allocate.
-//! - Writers lock the shard, then publish with `Release` stores: a new entry (fully
-//!   built, `next` already set) becomes reachable with one store to its predecessor; an
-//!   unlinked entry is handed to the epoch collector, so a reader that is walking over it
-//!   can finish.
-//! - Growth (the shard holds more entries than buckets): the writer builds a new array
-//!   of twice the size from copies of the entries, swaps it in with one `Release` store
-//!   and retires the old array with its chains. Readers that still walk the old array see
-//!   a frozen, consistent snapshot: growth never stops them.
+//! Entries are intrusive: a node allocates one [`Entry`] per key together with itself,
+//! and the index only links and unlinks them, so an insert allocates once for all its
+//! keys and a kill frees nothing of its own (the entries go with the node). Each entry
+//! has two links; a bucket array threads its chains through one of them (its `link`),
+//! alternating from one array to the next.
 //!
-//! The index stores raw node pointers and knows nothing about node state: the table's
-//! callers decide what an entry's node means (see `evict_if`).
+//! - Readers pin the epoch, load the shard's array and walk one chain through that
+//!   array's link with `Acquire` loads. They never lock, never write, never allocate.
+//! - Writers lock the shard and publish with `Release` stores: a new entry (its link
+//!   already set) becomes reachable with one store to its predecessor; unlinking is one
+//!   store that skips the entry. A reader standing on an unlinked entry can go on: the
+//!   entry lives as long as its node, which is retired through the epoch only after all
+//!   its entries are unlinked.
+//! - Growth (the shard holds more entries than buckets): the writer threads every linked
+//!   entry into a new array twice the size through the *other* link, swaps the array in
+//!   with one `Release` store and retires the old one. Readers still on the old array
+//!   follow the old links, which nobody writes any more: growth never stops them. The
+//!   next growth rewrites those old links, so it waits until the old array has been
+//!   reclaimed — until then no reader can be on it (a shard that cannot grow yet just
+//!   has longer chains for a while).
+//!
+//! The index stores raw node pointers and knows nothing about node state: the table
+//! decides what an entry's node means.
 
-use crate::sync::{Atomic, Guard, Mutex, MutexGuard, Ordering, Owned, Shared};
+use crate::sync::{Arc, Atomic, AtomicBool, Guard, Mutex, MutexGuard, Ordering, Owned, Shared};
 use std::borrow::Borrow;
 
 /// How many shards a table's index has: enough that writers on 2–16 cores rarely meet on
@@ -45,21 +55,63 @@ pub(crate) struct Index<K, N> {
 /// not slow each other's readers.
 #[repr(align(128))]
 struct Shard<K, N> {
-    /// Writers hold this for every store into `buckets` or a chain; it guards the number
-    /// of entries linked in the shard.
-    writer: Mutex<usize>,
+    /// Writers hold this for every store into `buckets` or a chain.
+    writer: Mutex<ShardState>,
     buckets: Atomic<Buckets<K, N>>,
+}
+
+/// What a shard's writers share, under its lock.
+struct ShardState {
+    /// Entries linked in the shard.
+    len: usize,
+    /// Set once the array the last growth retired has been freed; `None` before the
+    /// first growth.
+    retired_freed: Option<Arc<AtomicBool>>,
 }
 
 struct Buckets<K, N> {
     heads: Box<[Atomic<Entry<K, N>>]>,
+    /// Which of an entry's two links this array's chains go through.
+    link: usize,
 }
 
-struct Entry<K, N> {
+/// One key of a node, as linked into the index. Allocated with its node and freed with
+/// it; immutable once linked, except its links.
+pub(crate) struct Entry<K, N> {
     hash: u64,
     key: K,
     node: *const N,
-    next: Atomic<Entry<K, N>>,
+    next: [Atomic<Entry<K, N>>; 2],
+}
+
+impl<K, N> Entry<K, N> {
+    /// An entry for `key` of `node`. The node pointer may be set later with
+    /// [`Entry::set_node`], before the entry is linked.
+    pub(crate) fn new(hash: u64, key: K, node: *const N) -> Self {
+        Entry {
+            hash,
+            key,
+            node,
+            next: [Atomic::null(), Atomic::null()],
+        }
+    }
+
+    pub(crate) fn set_node(&mut self, node: *const N) {
+        self.node = node;
+    }
+
+    pub(crate) fn hash(&self) -> u64 {
+        self.hash
+    }
+
+    pub(crate) fn key(&self) -> &K {
+        &self.key
+    }
+
+    fn pair(&self) -> (&K, &N) {
+        // SAFETY: an entry is part of its node's allocation, so the node outlives it.
+        (&self.key, unsafe { &*self.node })
+    }
 }
 
 impl<K, N> Index<K, N> {
@@ -71,8 +123,11 @@ impl<K, N> Index<K, N> {
             .max(MIN_BUCKETS);
         let shards = (0..SHARDS)
             .map(|_| Shard {
-                writer: Mutex::new(0),
-                buckets: Atomic::new(Buckets::new(per_shard)),
+                writer: Mutex::new(ShardState {
+                    len: 0,
+                    retired_freed: None,
+                }),
+                buckets: Atomic::new(Buckets::new(per_shard, 0)),
             })
             .collect();
         Index { shards }
@@ -100,7 +155,7 @@ impl<K, N> Index<K, N> {
     pub(crate) fn lock(&self, shard: usize) -> ShardWriter<'_, K, N> {
         let shard = &self.shards[shard];
         ShardWriter {
-            len: shard.writer.lock(),
+            state: shard.writer.lock(),
             shard,
         }
     }
@@ -143,9 +198,11 @@ impl<K, N> Cursor<K, N> {
         guard: &'g Guard,
     ) -> Option<(&'g K, &'g N)> {
         loop {
-            // SAFETY: loaded under `guard`, which is still pinned (caller's contract).
+            // SAFETY: loaded under `guard`, which is still pinned (caller's contract);
+            // an entry is set only after its array.
             if let Some(entry) = unsafe { self.entry.as_ref() } {
-                self.entry = entry.next.load(Ordering::Acquire, guard).as_raw();
+                let link = unsafe { (*self.buckets).link };
+                self.entry = entry.next[link].load(Ordering::Acquire, guard).as_raw();
                 return Some(entry.pair());
             }
             // SAFETY: as above.
@@ -177,7 +234,8 @@ impl<K, N> Drop for Index<K, N> {
     fn drop(&mut self) {
         for shard in self.shards.iter() {
             // SAFETY: `&mut self`: no reader or writer is left, and retired arrays are the
-            // collector's to free; this one is still linked and so ours.
+            // collector's to free; this one is still linked and so ours. Entries belong
+            // to their nodes.
             unsafe {
                 let guard = crossbeam_epoch::unprotected();
                 drop(shard.buckets.load(Ordering::Relaxed, guard).into_owned());
@@ -196,22 +254,18 @@ impl<K, N> Shard<K, N> {
     {
         // SAFETY: published with `Release`, retired only through the epoch.
         let buckets = unsafe { self.buckets.load(Ordering::Acquire, guard).deref() };
-        let chain = Chain {
-            next: buckets.head(hash).load(Ordering::Acquire, guard),
-            guard,
-        };
-        for (entry_key, node) in chain.with_hash(hash) {
-            if entry_key.borrow() == key {
-                return Some(node);
-            }
-        }
-        None
+        buckets
+            .chain(hash, guard)
+            .filter(|entry| entry.hash == hash)
+            .map(Entry::pair)
+            .find(|(entry_key, _)| (*entry_key).borrow() == key)
+            .map(|(_, node)| node)
     }
 }
 
 /// A locked shard.
 pub(crate) struct ShardWriter<'a, K, N> {
-    len: MutexGuard<'a, usize>,
+    state: MutexGuard<'a, ShardState>,
     shard: &'a Shard<K, N>,
 }
 
@@ -226,95 +280,98 @@ impl<K, N> ShardWriter<'_, K, N> {
         self.shard.find(hash, key, guard)
     }
 
-    /// Unlinks the entry with this hash that points at `node`, if one is linked, and
-    /// hands it to the epoch collector. Matching on the node rather than the key means
-    /// kill needs nothing of `K`, and never removes a newer object's entry.
+    /// Unlinks the entry with this hash that belongs to `node`, if one is linked.
+    /// Matching on the node rather than the key means kill needs nothing of `K`, and
+    /// never removes a newer object's entry.
     pub(crate) fn unlink(&mut self, hash: u64, node: *const N, guard: &Guard) -> bool {
-        // SAFETY (both derefs): we hold the shard lock, so the array and every linked
-        // entry stay linked while we look, and the guard keeps them alive beyond that.
-        let buckets = unsafe { self.shard.buckets.load(Ordering::Acquire, guard).deref() };
+        let buckets = self.buckets(guard);
         let mut link = buckets.head(hash);
         loop {
             let current = link.load(Ordering::Acquire, guard);
+            // SAFETY: we hold the shard lock, so every entry on the chain is linked and
+            // its node not yet retired.
             let Some(entry) = (unsafe { current.as_ref() }) else {
                 return false;
             };
+            let next = &entry.next[buckets.link];
             if entry.hash == hash && std::ptr::eq(entry.node, node) {
-                link.store(entry.next.load(Ordering::Acquire, guard), Ordering::Release);
-                *self.len -= 1;
-                // SAFETY: unlinked just above, under the lock; readers still on it are
-                // pinned.
-                unsafe { guard.defer_destroy(current) };
+                link.store(next.load(Ordering::Acquire, guard), Ordering::Release);
+                self.state.len -= 1;
                 return true;
             }
-            link = &entry.next;
+            link = next;
         }
     }
-}
 
-impl<K: Clone, N> ShardWriter<'_, K, N> {
-    /// Links a new entry for `key` at the head of its bucket (the caller has checked that
-    /// none is linked), growing the shard first if it is full.
-    pub(crate) fn link(&mut self, hash: u64, key: K, node: *const N, guard: &Guard) {
-        // SAFETY: as in `evict_if`.
-        let mut buckets = unsafe { self.shard.buckets.load(Ordering::Acquire, guard).deref() };
-        if *self.len >= buckets.heads.len() {
+    /// Links `entry` at the head of its bucket (the caller has checked that no entry for
+    /// its key is linked), growing the shard first if it is full.
+    ///
+    /// # Safety
+    /// `entry` belongs to a node that stays allocated until it is unlinked again and
+    /// then retired through the epoch, and it is not linked anywhere now.
+    pub(crate) unsafe fn link(&mut self, entry: &Entry<K, N>, guard: &Guard) {
+        let mut buckets = self.buckets(guard);
+        if self.state.len >= buckets.heads.len() {
             buckets = self.grow(buckets, guard);
         }
-        let head = buckets.head(hash);
-        let entry = Owned::new(Entry {
-            hash,
-            key,
-            node,
-            next: Atomic::null(),
-        });
-        entry
-            .next
-            .store(head.load(Ordering::Relaxed, guard), Ordering::Relaxed);
-        head.store(entry, Ordering::Release);
-        *self.len += 1;
+        let head = buckets.head(entry.hash);
+        entry.next[buckets.link].store(head.load(Ordering::Relaxed, guard), Ordering::Relaxed);
+        head.store(Shared::from(entry as *const Entry<K, N>), Ordering::Release);
+        self.state.len += 1;
     }
 
-    /// Replaces the shard's array with one twice as large, built from copies of the
-    /// entries, and retires the old array (with its chains) through the epoch.
+    fn buckets<'g>(&self, guard: &'g Guard) -> &'g Buckets<K, N> {
+        // SAFETY: we hold the shard lock, so the array stays the shard's while we use it,
+        // and the guard keeps it allocated beyond that.
+        unsafe { self.shard.buckets.load(Ordering::Acquire, guard).deref() }
+    }
+
+    /// Threads every entry into a new array twice the size, through the links the old
+    /// array does not use, swaps it in and retires the old array. Returns the array to
+    /// link into: the new one, or the old one if the array before it may still have
+    /// readers (whose links the new one would overwrite).
     #[cold]
-    fn grow<'g>(&self, old: &Buckets<K, N>, guard: &'g Guard) -> &'g Buckets<K, N> {
-        let new = Buckets::new(old.heads.len() * 2);
+    fn grow<'g>(&mut self, old: &'g Buckets<K, N>, guard: &'g Guard) -> &'g Buckets<K, N> {
+        if let Some(freed) = &self.state.retired_freed {
+            // `Acquire` pairs with the `Release` in the deferred free below: every reader
+            // of that array is done with the links we are about to write.
+            if !freed.load(Ordering::Acquire) {
+                return old;
+            }
+        }
+        let new = Buckets::new(old.heads.len() * 2, 1 - old.link);
         for head in old.heads.iter() {
-            let chain = Chain {
-                next: head.load(Ordering::Acquire, guard),
-                guard,
-            };
-            for entry in chain {
-                let copy = Owned::new(Entry {
-                    hash: entry.hash,
-                    key: entry.key.clone(),
-                    node: entry.node,
-                    next: Atomic::null(),
-                });
+            for entry in old.chain_from(head, guard) {
                 let new_head = new.head(entry.hash);
-                copy.next
+                entry.next[new.link]
                     .store(new_head.load(Ordering::Relaxed, guard), Ordering::Relaxed);
-                new_head.store(copy, Ordering::Relaxed);
+                new_head.store(Shared::from(entry as *const Entry<K, N>), Ordering::Relaxed);
             }
         }
         let new = Owned::new(new).into_shared(guard);
         let old = self.shard.buckets.swap(new, Ordering::Release, guard);
-        // SAFETY: unreachable for new readers from here on; readers still walking it are
-        // pinned. Its drop frees the chains it owns (entries unlinked earlier were retired
-        // on their own and are no longer in them).
+        let freed = Arc::new(AtomicBool::new(false));
+        self.state.retired_freed = Some(Arc::clone(&freed));
+        let old = old.as_raw() as usize;
+        // SAFETY: the old array is unreachable for new readers from the swap on; the
+        // epoch runs this once every reader that may still walk it has unpinned. Only
+        // the heads are freed: the entries belong to their nodes.
         unsafe {
-            guard.defer_destroy(old);
+            guard.defer_unchecked(move || {
+                drop(Box::from_raw(old as *mut Buckets<K, N>));
+                freed.store(true, Ordering::Release);
+            });
             new.deref()
         }
     }
 }
 
 impl<K, N> Buckets<K, N> {
-    fn new(len: usize) -> Self {
+    fn new(len: usize, link: usize) -> Self {
         debug_assert!(len.is_power_of_two());
         Buckets {
             heads: (0..len).map(|_| Atomic::null()).collect(),
+            link,
         }
     }
 
@@ -322,56 +379,27 @@ impl<K, N> Buckets<K, N> {
     fn head(&self, hash: u64) -> &Atomic<Entry<K, N>> {
         &self.heads[hash as usize & (self.heads.len() - 1)]
     }
-}
 
-impl<K, N> Drop for Buckets<K, N> {
-    fn drop(&mut self) {
-        for head in self.heads.iter() {
-            // SAFETY: an array is dropped only when no reader can reach it (epoch) or by
-            // its sole owner; the entries on its chains belong to it alone.
-            unsafe {
-                let guard = crossbeam_epoch::unprotected();
-                let mut next = head.load(Ordering::Relaxed, guard);
-                while !next.is_null() {
-                    let entry = next.into_owned();
-                    next = entry.next.load(Ordering::Relaxed, guard);
-                }
-            }
-        }
-    }
-}
-
-/// A walk along one chain.
-struct Chain<'g, K, N> {
-    next: Shared<'g, Entry<K, N>>,
-    guard: &'g Guard,
-}
-
-impl<'g, K, N> Chain<'g, K, N> {
+    /// The chain of `hash`'s bucket.
     #[inline]
-    fn with_hash(self, hash: u64) -> impl Iterator<Item = (&'g K, &'g N)> {
-        self.filter(move |entry| entry.hash == hash)
-            .map(Entry::pair)
+    fn chain<'g>(&'g self, hash: u64, guard: &'g Guard) -> impl Iterator<Item = &'g Entry<K, N>> {
+        self.chain_from(self.head(hash), guard)
     }
-}
-
-impl<'g, K, N> Iterator for Chain<'g, K, N> {
-    type Item = &'g Entry<K, N>;
 
     #[inline]
-    fn next(&mut self) -> Option<Self::Item> {
-        // SAFETY: every entry on a chain was published with `Release` and is freed only
-        // through the epoch that `guard` pins.
-        let entry = unsafe { self.next.as_ref() }?;
-        self.next = entry.next.load(Ordering::Acquire, self.guard);
-        Some(entry)
-    }
-}
-
-impl<K, N> Entry<K, N> {
-    fn pair(&self) -> (&K, &N) {
-        // SAFETY: an entry's node outlives it: a node is retired only after every one of
-        // its entries has been unlinked, and both are freed through the same epoch.
-        (&self.key, unsafe { &*self.node })
+    fn chain_from<'g>(
+        &'g self,
+        head: &Atomic<Entry<K, N>>,
+        guard: &'g Guard,
+    ) -> impl Iterator<Item = &'g Entry<K, N>> {
+        let mut next = head.load(Ordering::Acquire, guard);
+        let link = self.link;
+        std::iter::from_fn(move || {
+            // SAFETY: every entry on a chain was published with `Release`, and its node is
+            // freed only through the epoch that `guard` pins, after the entry's unlink.
+            let entry = unsafe { next.as_ref() }?;
+            next = entry.next[link].load(Ordering::Acquire, guard);
+            Some(entry)
+        })
     }
 }

@@ -114,11 +114,14 @@
 //! ## Reclamation
 //!
 //! Readers dereference index entries and nodes only while pinned to a crossbeam-epoch
-//! epoch. Unlinked entries, replaced bucket arrays and nodes are handed to the collector
-//! (`defer_destroy`) and freed once every thread pinned at that time has unpinned. A
-//! node is retired only after all its entries are unlinked, by whoever finishes with it
+//! epoch. A node is allocated together with its index entries (one per key) and retired
+//! as one piece, only after all its entries are unlinked, by whoever finishes with it
 //! last: the drain (after moving the value out), or — if the owner was dropped — the last
-//! put or the owner's drop. A reader that reaches a killed node only reads its state word
+//! put or the owner's drop. Retired nodes and replaced bucket arrays are handed to the
+//! collector and freed once every thread pinned at that time has unpinned. Growing a
+//! shard threads the same entries through their second link, so it allocates only the
+//! new bucket array; it waits for the array before the last one to be freed, since it
+//! reuses that array's links. A reader that reaches a killed node only reads its state word
 //! (its CAS fails), never the value, and holds nothing that delays the drain.
 //!
 //! # Modules
@@ -126,7 +129,7 @@
 //! | module | job |
 //! | --- | --- |
 //! | `table` | [`ResTable`]: insert, get, kill's index part, iteration |
-//! | `index` | sharded, epoch-protected hash index: lock-free find, locked link/unlink, growth |
+//! | `index` | sharded, epoch-protected hash index of intrusive entries: lock-free find, locked link/unlink, growth |
 //! | `node` | the node and its state word; every transition of it |
 //! | `guard` | [`Owner`] and [`Ref`], the handles to an object |
 //! | `drain` | [`Dying`]: waiting for holders and taking the value back |

@@ -14,6 +14,7 @@
 //! The orderings are argued in the crate documentation; each call site repeats the short
 //! version.
 
+use crate::index::Entry;
 use crate::sync::{self, AtomicUsize, Ordering, Parked, Shared};
 use std::mem::ManuallyDrop;
 use std::ptr;
@@ -46,9 +47,9 @@ const MAX_REFS: usize = REFS >> 1;
 pub(crate) struct Node<K, T> {
     state: AtomicUsize,
     keys: Box<[K]>,
-    /// `hashes[i]` is the table's hash of `keys[i]`, kept so that kill can find the index
-    /// entries without the table's hasher (an `Owner` does not carry it).
-    hashes: Box<[u64]>,
+    /// One index entry per key, in the order of `keys`, allocated with the node and
+    /// freed with it; each carries the key's hash, so kill needs no hasher.
+    entries: Box<[Entry<K, Node<K, T>>]>,
     /// Moved out by the drain or dropped by the last holder; never by `Node`'s own drop.
     value: ManuallyDrop<T>,
 }
@@ -63,19 +64,32 @@ pub(crate) enum Release {
 }
 
 impl<K, T> Node<K, T> {
-    /// A node that is owned but not yet live: no `get` can take a reference to it.
-    pub(crate) fn new(keys: Box<[K]>, hashes: Box<[u64]>, value: T) -> Self {
-        debug_assert_eq!(keys.len(), hashes.len());
-        Node {
+    /// A node that is owned but not yet live (no `get` can take a reference to it), with
+    /// an index entry for each key, hashed by `hash`.
+    pub(crate) fn boxed(keys: &[K], hash: impl Fn(&K) -> u64, value: T) -> Box<Self>
+    where
+        K: Clone,
+    {
+        let entries = keys
+            .iter()
+            .map(|key| Entry::new(hash(key), key.clone(), std::ptr::null()))
+            .collect();
+        let mut node = Box::new(Node {
             state: AtomicUsize::new(OWNED),
-            keys,
-            hashes,
+            keys: keys.into(),
+            entries,
             value: ManuallyDrop::new(value),
+        });
+        let at: *const Self = &*node;
+        for entry in node.entries.iter_mut() {
+            entry.set_node(at);
         }
+        node
     }
 
     /// The value of a node that was never published (its insert failed).
-    pub(crate) fn into_value(self) -> T {
+    #[allow(clippy::boxed_local)] // the node lives in a Box from its birth
+    pub(crate) fn into_value(self: Box<Self>) -> T {
         debug_assert_eq!(self.state(), OWNED);
         ManuallyDrop::into_inner(self.value)
     }
@@ -84,9 +98,9 @@ impl<K, T> Node<K, T> {
         &self.keys
     }
 
-    /// Each key with its hash.
-    pub(crate) fn hashed_keys(&self) -> impl Iterator<Item = (u64, &K)> {
-        self.hashes.iter().copied().zip(self.keys.iter())
+    /// The node's index entries, one per key.
+    pub(crate) fn entries(&self) -> &[Entry<K, Node<K, T>>] {
+        &self.entries
     }
 
     pub(crate) fn value(&self) -> &T {
@@ -317,7 +331,7 @@ mod tests {
 
     #[test]
     fn get_needs_live() {
-        let node = Node::new(Box::new([1u32]), Box::new([0]), "v");
+        let node = Node::boxed(&[1u32], |_| 0, "v");
         assert!(!node.try_get(), "unpublished node handed out a reference");
         node.publish();
         assert!(node.try_get());
@@ -330,7 +344,7 @@ mod tests {
 
     #[test]
     fn last_holder_after_abandon_is_told() {
-        let node = Node::new(Box::new([1u32]), Box::new([0]), 5u8);
+        let node = Node::boxed(&[1u32], |_| 0, 5u8);
         node.publish();
         assert!(node.try_get());
         node.clone_ref();
@@ -342,7 +356,7 @@ mod tests {
 
     #[test]
     fn wait_times_out_with_a_reference_out() {
-        let node = Node::new(Box::new([1u32]), Box::new([0]), ());
+        let node = Node::boxed(&[1u32], |_| 0, ());
         node.publish();
         assert!(node.try_get());
         node.kill();

@@ -190,8 +190,7 @@ where
         if let Err((kind, key)) = check_keys(keys) {
             return Err(InsertError::new(kind, key, value));
         }
-        let hashes: Box<[u64]> = keys.iter().map(|key| self.hasher.hash_one(key)).collect();
-        let node = Box::into_raw(Box::new(Node::new(keys.into(), hashes, value)));
+        let node = Box::into_raw(Node::boxed(keys, |key| self.hasher.hash_one(key), value));
         // SAFETY: just allocated; nothing else can see it until it is linked.
         let node_ref = unsafe { &*node };
         match self.registry.link_all(node_ref) {
@@ -337,10 +336,9 @@ impl<K: Eq + Clone, T> Registry<K, T> {
     /// key is reusable from its kill's linearization point on.
     fn link_all(&self, node: &Node<K, T>) -> Result<(), K> {
         let mut shards = [0usize; MAX_KEYS];
-        let mut count = 0;
-        for (hash, _) in node.hashed_keys() {
-            shards[count] = Index::<K, Node<K, T>>::shard_of(hash);
-            count += 1;
+        let count = node.entries().len();
+        for (shard, entry) in shards.iter_mut().zip(node.entries()) {
+            *shard = Index::<K, Node<K, T>>::shard_of(entry.hash());
         }
         let shards = &mut shards[..count];
         shards.sort_unstable();
@@ -359,7 +357,8 @@ impl<K: Eq + Clone, T> Registry<K, T> {
             shards.partition_point(|&s| s < shard)
         };
         let guard = sync::pin();
-        for (hash, key) in node.hashed_keys() {
+        for entry in node.entries() {
+            let (hash, key) = (entry.hash(), entry.key());
             let slot = locked[writer(hash)].as_mut().expect("shard locked above");
             if let Some(other) = slot.find(hash, key, &guard) {
                 if other.is_live() {
@@ -368,9 +367,13 @@ impl<K: Eq + Clone, T> Registry<K, T> {
                 slot.unlink(hash, other, &guard);
             }
         }
-        for (hash, key) in node.hashed_keys() {
-            let slot = locked[writer(hash)].as_mut().expect("shard locked above");
-            slot.link(hash, key.clone(), node, &guard);
+        for entry in node.entries() {
+            let slot = locked[writer(entry.hash())]
+                .as_mut()
+                .expect("shard locked above");
+            // SAFETY: the entry is part of the node, which stays allocated until it is
+            // killed (unlinking every entry) and then retired through the epoch.
+            unsafe { slot.link(entry, &guard) };
         }
         node.publish();
         self.live.fetch_add(1, Ordering::Relaxed);
@@ -387,7 +390,8 @@ impl<K, T> Registry<K, T> {
         debug_assert!(was_live, "kill of a node that was not live");
         self.live.fetch_sub(1, Ordering::Relaxed);
         let guard = sync::pin();
-        for (hash, _) in node.hashed_keys() {
+        for entry in node.entries() {
+            let hash = entry.hash();
             let mut shard = self.index.lock(Index::<K, Node<K, T>>::shard_of(hash));
             shard.unlink(hash, node, &guard);
         }

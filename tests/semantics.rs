@@ -313,18 +313,26 @@ fn table_outlived_by_owners() {
 
 // ---- 5. The lookup path takes no lock ----------------------------------------------
 
-/// A key whose `Clone` can be made to block: insert clones keys while it holds the shard
-/// locks, so this parks a writer inside its critical section. All instances hash alike,
-/// so every key lands in the writer's shard and bucket.
-#[derive(Debug)]
-struct StallingKey {
-    id: u32,
-    stall: Option<&'static (Barrier, Barrier)>,
+/// A key whose comparison can be made to block, once, on the thread that armed it: an
+/// insert compares its keys with the entries already in their bucket while it holds the
+/// shard lock, so this parks a writer inside its critical section. All instances hash
+/// alike, so every key lands in the writer's shard and bucket.
+#[derive(Debug, Clone)]
+struct StallingKey(u32);
+
+static STALL: (Barrier, Barrier) = (Barrier::new(2), Barrier::new(2));
+
+thread_local! {
+    static STALL_IN_EQ: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 impl PartialEq for StallingKey {
     fn eq(&self, other: &Self) -> bool {
-        self.id == other.id
+        if STALL_IN_EQ.with(|armed| armed.replace(false)) {
+            STALL.0.wait(); // entered the critical section
+            STALL.1.wait(); // released by the test
+        }
+        self.0 == other.0
     }
 }
 
@@ -336,43 +344,24 @@ impl Hash for StallingKey {
     }
 }
 
-impl Clone for StallingKey {
-    fn clone(&self) -> Self {
-        if let Some((entered, release)) = self.stall {
-            entered.wait();
-            release.wait();
-        }
-        StallingKey {
-            id: self.id,
-            stall: None,
-        }
-    }
-}
-
 #[test]
 fn get_does_not_wait_for_a_writer_holding_the_shard_lock() {
-    static STALL: std::sync::LazyLock<(Barrier, Barrier)> =
-        std::sync::LazyLock::new(|| (Barrier::new(2), Barrier::new(2)));
     let table = ResTable::new();
-    let key = |id| StallingKey { id, stall: None };
-    let _present = table.insert(&[key(1)], "present").unwrap();
+    let _present = table.insert(&[StallingKey(1)], "present").unwrap();
     let table = &table;
     thread::scope(|s| {
         let writer = s.spawn(move || {
-            let stalling = StallingKey {
-                id: 2,
-                stall: Some(&STALL),
-            };
+            STALL_IN_EQ.with(|armed| armed.set(true));
             table
-                .insert(&[stalling], "stalled")
+                .insert(&[StallingKey(2)], "stalled")
                 .map(|_| ())
                 .map_err(|_| ())
         });
         STALL.0.wait(); // the writer now holds the lock of the shard all keys live in
         let (done, finished) = mpsc::channel();
         s.spawn(move || {
-            let found = table.get(&key(1)).map(|r| *r);
-            let missing = table.get(&key(3)).is_none();
+            let found = table.get(&StallingKey(1)).map(|r| *r);
+            let missing = table.get(&StallingKey(3)).is_none();
             done.send((found, missing)).unwrap();
         });
         let result = finished.recv_timeout(Duration::from_secs(30));
