@@ -4,31 +4,14 @@
 //!
 //! `cargo run --release --example memory`
 
+#[path = "../tests/common/counting_alloc.rs"]
+mod counting_alloc;
+
+use counting_alloc::{live_bytes, Counting};
 use parking_lot::Mutex;
 use restable::ResTable;
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
-
-struct Counting;
-
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
@@ -38,9 +21,9 @@ type Value = u64;
 
 /// Heap bytes per object that `fill` leaves allocated, minus the value's own size.
 fn per_object<R>(fill: impl FnOnce() -> R) -> f64 {
-    let before = LIVE_BYTES.load(Ordering::Relaxed);
+    let before = live_bytes();
     let kept = fill();
-    let after = LIVE_BYTES.load(Ordering::Relaxed);
+    let after = live_bytes();
     drop(kept);
     (after - before) as f64 / OBJECTS as f64 - std::mem::size_of::<Value>() as f64
 }

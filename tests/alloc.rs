@@ -4,41 +4,14 @@
 //!
 //! One test function, so that no other test thread allocates meanwhile.
 
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+
+use counting_alloc::{live_bytes, thread_allocs, Counting};
 use restable::ResTable;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicIsize, Ordering};
-
-struct Counting;
-
-static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
-
-thread_local! {
-    static THREAD_ALLOCS: Cell<usize> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        let _ = THREAD_ALLOCS.try_with(|n| n.set(n.get() + 1));
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-fn thread_allocs() -> usize {
-    THREAD_ALLOCS.with(Cell::get)
-}
 
 /// Lets the epoch advance until deferred frees have run.
 fn collect_garbage() {
@@ -66,7 +39,7 @@ fn lookups_do_not_allocate_and_killed_objects_are_reclaimed() {
 
     // Reclamation: churn objects with six keys each, then let the epoch advance.
     collect_garbage();
-    let baseline = LIVE_BYTES.load(Ordering::Relaxed);
+    let baseline = live_bytes();
     for round in 0..20_000u32 {
         let keys: Vec<u32> = (0..6).map(|k| 1_000 + (round % 50) * 6 + k).collect();
         let owner = table.insert(&keys, [round as u64; 4]).unwrap();
@@ -80,7 +53,7 @@ fn lookups_do_not_allocate_and_killed_objects_are_reclaimed() {
         }
     }
     collect_garbage();
-    let grown = LIVE_BYTES.load(Ordering::Relaxed) - baseline;
+    let grown = live_bytes() - baseline;
     eprintln!("live bytes after 20000 insert/kill cycles: {grown:+}");
     // A leaked node, entry or key list per cycle would be well over 100 bytes each.
     assert!(

@@ -73,62 +73,67 @@ fn unwrap_when_unique(mut arc: Arc<Value>) -> Value {
     }
 }
 
-pub struct MutexMap(Mutex<HashMap<Key, Arc<Value>, Hasher>>);
+type ArcMap = HashMap<Key, Arc<Value>, Hasher>;
 
-impl Impl for MutexMap {
-    type Owner = (Vec<Key>, Arc<Value>);
+/// The lock around the map: `parking_lot`'s `Mutex` or `RwLock`.
+pub trait MapLock: Sync {
+    const NAME: &'static str;
+    fn new(map: ArcMap) -> Self;
+    fn read<R>(&self, f: impl FnOnce(&ArcMap) -> R) -> R;
+    fn write<R>(&self, f: impl FnOnce(&mut ArcMap) -> R) -> R;
+}
+
+impl MapLock for Mutex<ArcMap> {
     const NAME: &'static str = "mutex-hashmap";
-
-    fn with_capacity(objects: usize) -> Self {
-        MutexMap(Mutex::new(HashMap::with_capacity_and_hasher(
-            objects,
-            Hasher::default(),
-        )))
-    }
-    fn insert(&self, keys: &[Key], value: Value) -> Self::Owner {
-        let arc = Arc::new(value);
-        let mut map = self.0.lock();
-        for key in keys {
-            assert!(map.insert(*key, Arc::clone(&arc)).is_none());
-        }
-        (keys.to_vec(), arc)
-    }
-    fn lookup_key(_: &Self::Owner, requested: Key) -> Key {
-        requested
+    fn new(map: ArcMap) -> Self {
+        Mutex::new(map)
     }
     #[inline]
-    fn get_put(&self, key: Key) -> Option<Value> {
-        let arc = self.0.lock().get(&key).cloned();
-        arc.map(|v| *v)
+    fn read<R>(&self, f: impl FnOnce(&ArcMap) -> R) -> R {
+        f(&self.lock())
     }
-    fn kill_and_drain(&self, (keys, arc): Self::Owner) -> Value {
-        let mut map = self.0.lock();
-        for key in &keys {
-            map.remove(key);
-        }
-        drop(map);
-        unwrap_when_unique(arc)
+    fn write<R>(&self, f: impl FnOnce(&mut ArcMap) -> R) -> R {
+        f(&mut self.lock())
     }
 }
 
-pub struct RwLockMap(RwLock<HashMap<Key, Arc<Value>, Hasher>>);
-
-impl Impl for RwLockMap {
-    type Owner = (Vec<Key>, Arc<Value>);
+impl MapLock for RwLock<ArcMap> {
     const NAME: &'static str = "rwlock-hashmap";
+    fn new(map: ArcMap) -> Self {
+        RwLock::new(map)
+    }
+    #[inline]
+    fn read<R>(&self, f: impl FnOnce(&ArcMap) -> R) -> R {
+        f(&self.read())
+    }
+    fn write<R>(&self, f: impl FnOnce(&mut ArcMap) -> R) -> R {
+        f(&mut self.write())
+    }
+}
+
+/// A `HashMap<K, Arc<T>>` behind a lock: get clones the `Arc` under the lock.
+pub struct LockedMap<L>(L);
+
+pub type MutexMap = LockedMap<Mutex<ArcMap>>;
+pub type RwLockMap = LockedMap<RwLock<ArcMap>>;
+
+impl<L: MapLock> Impl for LockedMap<L> {
+    type Owner = (Vec<Key>, Arc<Value>);
+    const NAME: &'static str = L::NAME;
 
     fn with_capacity(objects: usize) -> Self {
-        RwLockMap(RwLock::new(HashMap::with_capacity_and_hasher(
+        LockedMap(L::new(HashMap::with_capacity_and_hasher(
             objects,
             Hasher::default(),
         )))
     }
     fn insert(&self, keys: &[Key], value: Value) -> Self::Owner {
         let arc = Arc::new(value);
-        let mut map = self.0.write();
-        for key in keys {
-            assert!(map.insert(*key, Arc::clone(&arc)).is_none());
-        }
+        self.0.write(|map| {
+            for key in keys {
+                assert!(map.insert(*key, Arc::clone(&arc)).is_none());
+            }
+        });
         (keys.to_vec(), arc)
     }
     fn lookup_key(_: &Self::Owner, requested: Key) -> Key {
@@ -136,15 +141,15 @@ impl Impl for RwLockMap {
     }
     #[inline]
     fn get_put(&self, key: Key) -> Option<Value> {
-        let arc = self.0.read().get(&key).cloned();
+        let arc = self.0.read(|map| map.get(&key).cloned());
         arc.map(|v| *v)
     }
     fn kill_and_drain(&self, (keys, arc): Self::Owner) -> Value {
-        let mut map = self.0.write();
-        for key in &keys {
-            map.remove(key);
-        }
-        drop(map);
+        self.0.write(|map| {
+            for key in &keys {
+                map.remove(key);
+            }
+        });
         unwrap_when_unique(arc)
     }
 }

@@ -47,24 +47,6 @@ pub fn stress_duration(default_secs: f64) -> std::time::Duration {
     std::time::Duration::from_secs_f64(secs)
 }
 
-/// A small xorshift generator: enough randomness for stress schedules, no dependency.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+/// The simulation's generator serves the stress schedules too.
+#[allow(unused_imports)] // not every test binary schedules randomly
+pub use restable::mana::sim::SimRng as Rng;
