@@ -315,6 +315,35 @@ fn index_growth_vs_get() {
     });
 }
 
+/// 10b. A second growth while a reader may still be on the array before the last: it
+/// rewrites the links that array's chains use, so it must wait until that array has
+/// been reclaimed. Six more keys over two one-bucket shards grow the shards twice.
+#[test]
+fn second_growth_vs_get() {
+    model("second_growth_vs_get", || {
+        let table = Arc::new(Table::new());
+        let present = table.insert(&[QPN], Qp::new(18).0).unwrap();
+        let reader = {
+            let table = Arc::clone(&table);
+            thread::spawn(move || {
+                let qp = table
+                    .get(&QPN)
+                    .expect("a live object vanished during growth");
+                assert_eq!(qp.read(), 18);
+            })
+        };
+        let first = table.insert(&[1, 2, 3], Qp::new(19).0).unwrap();
+        restable::loom_collect();
+        let second = table.insert(&[4, 5, 6], Qp::new(20).0).unwrap();
+        reader.join().unwrap();
+        assert_eq!(table.get(&QPN).map(|qp| qp.read()), Some(18));
+        for owner in [second, first, present] {
+            owner.kill_and_drain();
+        }
+        restable::loom_collect();
+    });
+}
+
 /// 11. Iteration racing kill: `rdma res show` walks the restrack table (get, unlock,
 /// fill, put) while a QP is destroyed. Every object yielded is readable; the other,
 /// untouched object is always yielded.
