@@ -10,7 +10,7 @@ mod support;
 
 use loom::sync::Arc;
 use loom::thread;
-use restable::{InsertErrorKind, ResTable};
+use restable::{InsertErrorKind, Owner, ResTable};
 use std::time::Duration;
 use support::{model, Qp};
 
@@ -33,6 +33,24 @@ fn spawn_event_handler(table: &Arc<Table>, key: u32, payload: u32) -> thread::Jo
     })
 }
 
+/// The destroy-vs-event skeleton shared by models 1, 2, 9 and 9b: a QP holding `payload`
+/// under `QPN`, an event handler racing `destroy`, reclamation run by the destroyer. If
+/// `destroy` hands the QP back, the destroyer writes to it (as it would free its hardware
+/// resources) while the handler may still be running: loom reports that as a data race
+/// unless every holder's read happened before. Either way the QP is dropped exactly once.
+fn destroy_vs_event_handler(payload: u32, destroy: fn(Owner<u32, Qp>) -> Option<Qp>) {
+    let table = Arc::new(Table::new());
+    let (qp, drops) = Qp::new(payload);
+    let owner = table.insert(&[QPN], qp).unwrap();
+    let handler = spawn_event_handler(&table, QPN, payload);
+    if let Some(mut qp) = destroy(owner) {
+        qp.scribble();
+    }
+    restable::loom_collect();
+    handler.join().unwrap();
+    assert_eq!(drops.count(), 1);
+}
+
 /// 1. Event handler vs destroy. mana: the EQ handler's `mana_get_qp_ref` + event callback
 /// + `mana_put_qp_ref` racing `mana_table_remove_qp`; mlx5: `mlx5_get_rsc` in the event
 /// path racing `destroy_resource_common`. The holder must never see a dropped or moved
@@ -40,16 +58,7 @@ fn spawn_event_handler(table: &Arc<Table>, key: u32, payload: u32) -> thread::Jo
 #[test]
 fn event_handler_vs_destroy() {
     model("event_handler_vs_destroy", || {
-        let table = Arc::new(Table::new());
-        let (qp, drops) = Qp::new(1);
-        let owner = table.insert(&[QPN], qp).unwrap();
-        let handler = spawn_event_handler(&table, QPN, 1);
-        let mut qp = owner.kill_and_drain();
-        qp.scribble(); // the destroyer owns the QP again: a racing holder is a data race
-        restable::loom_collect();
-        handler.join().unwrap();
-        drop(qp);
-        assert_eq!(drops.count(), 1);
+        destroy_vs_event_handler(1, |owner| Some(owner.kill_and_drain()))
     });
 }
 
@@ -60,20 +69,12 @@ fn event_handler_vs_destroy() {
 #[test]
 fn last_put_vs_drainer_parking() {
     model("last_put_vs_drainer_parking", || {
-        let table = Arc::new(Table::new());
-        let (qp, drops) = Qp::new(2);
-        let owner = table.insert(&[QPN], qp).unwrap();
-        let holder = spawn_event_handler(&table, QPN, 2);
-        let dying = owner.kill();
-        let mut qp = match dying.drain_timeout(Duration::from_secs(1)) {
-            Ok(qp) => qp,
-            Err(dying) => dying.drain(),
-        };
-        qp.scribble();
-        restable::loom_collect();
-        holder.join().unwrap();
-        drop(qp);
-        assert_eq!(drops.count(), 1);
+        destroy_vs_event_handler(2, |owner| {
+            Some(match owner.kill().drain_timeout(Duration::from_secs(1)) {
+                Ok(qp) => qp,
+                Err(dying) => dying.drain(),
+            })
+        })
     });
 }
 
@@ -263,14 +264,10 @@ fn ref_clone_vs_drain() {
 #[test]
 fn owner_drop_vs_last_put() {
     model("owner_drop_vs_last_put", || {
-        let table = Arc::new(Table::new());
-        let (qp, drops) = Qp::new(12);
-        let owner = table.insert(&[QPN], qp).unwrap();
-        let holder = spawn_event_handler(&table, QPN, 12);
-        drop(owner);
-        restable::loom_collect();
-        holder.join().unwrap();
-        assert_eq!(drops.count(), 1);
+        destroy_vs_event_handler(12, |owner| {
+            drop(owner);
+            None
+        })
     });
 }
 
@@ -278,15 +275,10 @@ fn owner_drop_vs_last_put() {
 #[test]
 fn dying_drop_vs_last_put() {
     model("dying_drop_vs_last_put", || {
-        let table = Arc::new(Table::new());
-        let (qp, drops) = Qp::new(13);
-        let owner = table.insert(&[QPN], qp).unwrap();
-        let holder = spawn_event_handler(&table, QPN, 13);
-        let dying = owner.kill();
-        drop(dying);
-        restable::loom_collect();
-        holder.join().unwrap();
-        assert_eq!(drops.count(), 1);
+        destroy_vs_event_handler(13, |owner| {
+            drop(owner.kill());
+            None
+        })
     });
 }
 
