@@ -2,6 +2,8 @@
 
 use crate::guard::abandon;
 use crate::node::{self, Node};
+use crate::sync::Arc;
+use crate::table::{self, Registry};
 use std::fmt;
 use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
@@ -38,6 +40,8 @@ use std::time::{Duration, Instant};
 /// ```
 pub struct Dying<K, T> {
     node: NonNull<Node<K, T>>,
+    /// The table's shared part, kept so the drained node's block can go back to it.
+    registry: ManuallyDrop<Arc<Registry<K, T>>>,
 }
 
 // SAFETY: as for `Owner`: moving `T` out or dropping it needs `T: Send`, the `&T` that
@@ -48,9 +52,13 @@ unsafe impl<K: Send + Sync, T: Send + Sync> Sync for Dying<K, T> {}
 
 impl<K, T> Dying<K, T> {
     /// # Safety
-    /// `node` is killed and unlinked, and the caller hands its ownership to the `Dying`.
-    pub(crate) unsafe fn new(node: NonNull<Node<K, T>>) -> Self {
-        Dying { node }
+    /// `node` is killed and unlinked from `registry`'s index, and the caller hands its
+    /// ownership to the `Dying`.
+    pub(crate) unsafe fn new(node: NonNull<Node<K, T>>, registry: Arc<Registry<K, T>>) -> Self {
+        Dying {
+            node,
+            registry: ManuallyDrop::new(registry),
+        }
     }
 
     fn node(&self) -> &Node<K, T> {
@@ -119,15 +127,21 @@ impl<K, T> Dying<K, T> {
         }
     }
 
-    /// Moves the value out and frees the node.
+    /// Moves the value out and retires the node.
     ///
     /// # Safety
     /// No reference is out (seen with `Acquire`).
     unsafe fn take(self) -> T {
-        let this = ManuallyDrop::new(self);
+        let mut this = ManuallyDrop::new(self);
+        let node = this.node.as_ptr();
         // SAFETY: killed, unlinked (by `Owner::kill`), no references (caller), and `this`
-        // is consumed without running its drop.
-        unsafe { node::take_and_retire(this.node.as_ptr()) }
+        // is consumed without running its drop, so the node and the registry handle are
+        // used once, here.
+        unsafe {
+            let value = node::take_value(node);
+            table::retire(node, Some(ManuallyDrop::take(&mut this.registry)));
+            value
+        }
     }
 
     /// The number of references still out. Once it reads zero, it stays zero.
@@ -159,8 +173,9 @@ impl<K, T> Dying<K, T> {
 
 impl<K, T> Drop for Dying<K, T> {
     fn drop(&mut self) {
-        // SAFETY: we own the node and give that up here, exactly once.
-        unsafe { abandon(self.node) }
+        // SAFETY: we own the node and give that up here, exactly once; the registry
+        // handle is not used after this.
+        unsafe { abandon(self.node, ManuallyDrop::take(&mut self.registry)) }
     }
 }
 

@@ -4,9 +4,10 @@
 use crate::drain::Dying;
 use crate::node::{self, Node, Release};
 use crate::sync::Arc;
-use crate::table::Registry;
+use crate::table::{self, Registry};
 use std::fmt;
 use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 use std::ops::Deref;
 use std::ptr::NonNull;
 
@@ -36,7 +37,8 @@ use std::ptr::NonNull;
 /// assert!(table.is_empty());
 /// ```
 pub struct Owner<K, T> {
-    registry: Arc<Registry<K, T>>,
+    /// Taken out by `kill` or `drop`, which pass it on to the `Dying` or the retirement.
+    registry: ManuallyDrop<Arc<Registry<K, T>>>,
     node: NonNull<Node<K, T>>,
 }
 
@@ -48,10 +50,13 @@ unsafe impl<K: Send + Sync, T: Send + Sync> Send for Owner<K, T> {}
 unsafe impl<K: Send + Sync, T: Send + Sync> Sync for Owner<K, T> {}
 
 impl<K, T> Owner<K, T> {
-    pub(crate) fn new(registry: Arc<Registry<K, T>>, node: *mut Node<K, T>) -> Self {
+    /// # Safety
+    /// `node` is linked and published in `registry`'s index, and its ownership moves to
+    /// the `Owner`.
+    pub(crate) unsafe fn new(registry: Arc<Registry<K, T>>, node: NonNull<Node<K, T>>) -> Self {
         Owner {
-            registry,
-            node: NonNull::new(node).expect("node pointer from Box::into_raw"),
+            registry: ManuallyDrop::new(registry),
+            node,
         }
     }
 
@@ -87,12 +92,11 @@ impl<K, T> Owner<K, T> {
     /// assert_eq!(dying.drain(), "qp");
     /// ```
     pub fn kill(self) -> Dying<K, T> {
-        let this = std::mem::ManuallyDrop::new(self);
+        let mut this = ManuallyDrop::new(self);
         this.registry.kill(this.node());
-        // SAFETY: `this` is never used or dropped again; the registry is read out once.
-        drop(unsafe { std::ptr::read(&this.registry) });
-        // SAFETY: ownership of the node moves from `this` to the `Dying`.
-        unsafe { Dying::new(this.node) }
+        // SAFETY: `this` is never used or dropped again, so the registry handle is taken
+        // out once; ownership of the killed node moves from `this` to the `Dying`.
+        unsafe { Dying::new(this.node, ManuallyDrop::take(&mut this.registry)) }
     }
 
     /// Kills the object, waits for every reference to be put and returns the value: the
@@ -120,22 +124,26 @@ impl<K, T> Deref for Owner<K, T> {
 impl<K, T> Drop for Owner<K, T> {
     fn drop(&mut self) {
         self.registry.kill(self.node());
-        // SAFETY: the owner's right to the node is given up here, exactly once.
-        unsafe { abandon(self.node) }
+        // SAFETY: the owner's right to the node is given up here, exactly once, and the
+        // registry handle is not used after this.
+        unsafe { abandon(self.node, ManuallyDrop::take(&mut self.registry)) }
     }
 }
 
 /// The owner (an `Owner` or `Dying`) lets go without draining; if no reference is out,
-/// the value is dropped and the node freed now, otherwise by the last put.
+/// the value is dropped and the node retired now, otherwise by the last put.
 ///
 /// # Safety
-/// `node` is killed and unlinked, and the caller holds its owner and never touches it
-/// again.
-pub(crate) unsafe fn abandon<K, T>(node: NonNull<Node<K, T>>) {
+/// `node` is killed and unlinked from `registry`'s index, and the caller holds its owner
+/// and never touches it again.
+pub(crate) unsafe fn abandon<K, T>(node: NonNull<Node<K, T>>, registry: Arc<Registry<K, T>>) {
     // SAFETY: the owner keeps the node alive until this call.
     if let Release::Last = unsafe { node.as_ref() }.abandon() {
         // SAFETY: `Last`: no reference is out and the owner is gone.
-        unsafe { node::drop_and_retire(node.as_ptr()) }
+        unsafe {
+            node::drop_value(node.as_ptr());
+            table::retire(node.as_ptr(), Some(registry));
+        }
     }
 }
 
@@ -187,10 +195,13 @@ impl<'a, K, T> Ref<'a, K, T> {
     ///
     /// # Safety
     /// The caller took a reference on `node` (`Node::try_get` succeeded) that this `Ref`
-    /// now owns, and `'a` does not outlive the table the node was found in.
-    pub(crate) unsafe fn new(node: &Node<K, T>) -> Self {
+    /// now owns, `node` is the pointer from its index entry (it covers the whole block,
+    /// which the last holder frees), and `'a` does not outlive the table the node was
+    /// found in.
+    pub(crate) unsafe fn new(node: *const Node<K, T>) -> Self {
         Ref {
-            node: NonNull::from(node),
+            // SAFETY: a node pointer from an index entry is never null.
+            node: unsafe { NonNull::new_unchecked(node.cast_mut()) },
             _table: PhantomData,
         }
     }
@@ -247,7 +258,10 @@ impl<K, T> Drop for Ref<'_, K, T> {
     fn drop(&mut self) {
         if let Release::Last = self.node().put() {
             // SAFETY: `Last`: the owner let go and ours was the last reference.
-            unsafe { node::drop_and_retire(self.node.as_ptr()) }
+            unsafe {
+                node::drop_value(self.node.as_ptr());
+                table::retire(self.node.as_ptr(), None);
+            }
         }
     }
 }

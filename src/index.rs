@@ -17,6 +17,9 @@
 //!   store that skips the entry. A reader standing on an unlinked entry can go on: the
 //!   entry lives as long as its node, which is retired through the epoch only after all
 //!   its entries are unlinked.
+//! - Besides its chains a shard keeps, under the same lock, a count of the objects whose
+//!   first key lives there (the table's `len`, without a shared counter) and the node
+//!   blocks retired from there, for reuse by its next insert (see `recycle`).
 //! - Growth (the shard holds more entries than buckets): the writer threads every linked
 //!   entry into a new array twice the size through the *other* link, swaps the array in
 //!   with one `Release` store and retires the old one. Readers still on the old array
@@ -28,7 +31,10 @@
 //! The index stores raw node pointers and knows nothing about node state: the table
 //! decides what an entry's node means.
 
-use crate::sync::{Arc, Atomic, AtomicBool, Guard, Mutex, MutexGuard, Ordering, Owned, Shared};
+use crate::recycle::{Block, Incoming, Spare};
+use crate::sync::{
+    Arc, Atomic, AtomicBool, AtomicUsize, Guard, Mutex, MutexGuard, Ordering, Owned, Shared,
+};
 use std::borrow::Borrow;
 
 /// How many shards a table's index has: enough that writers on 2–16 cores rarely meet on
@@ -58,6 +64,10 @@ struct Shard<K, N> {
     /// Writers hold this for every store into `buckets` or a chain.
     writer: Mutex<ShardState>,
     buckets: Atomic<Buckets<K, N>>,
+    /// See [`ShardWriter::add_objects`]; read without the lock by [`Index::objects`].
+    objects: AtomicUsize,
+    /// Blocks of nodes whose first key lives here, back from their grace period.
+    incoming: Incoming,
 }
 
 /// What a shard's writers share, under its lock.
@@ -67,6 +77,8 @@ struct ShardState {
     /// Set once the array the last growth retired has been freed; `None` before the
     /// first growth.
     retired_freed: Option<Arc<AtomicBool>>,
+    /// Node blocks for this shard's next inserts (see [`crate::recycle`]).
+    spare: Spare,
 }
 
 struct Buckets<K, N> {
@@ -75,19 +87,18 @@ struct Buckets<K, N> {
     link: usize,
 }
 
-/// One key of a node, as linked into the index. Allocated with its node and freed with
-/// it; immutable once linked, except its links.
+/// One key of a node, as linked into the index. Lives in its node's block, beside the
+/// key it points to, and is freed with it; immutable once linked, except its links.
 pub(crate) struct Entry<K, N> {
     hash: u64,
-    key: K,
+    key: *const K,
     node: *const N,
     next: [Atomic<Entry<K, N>>; 2],
 }
 
 impl<K, N> Entry<K, N> {
-    /// An entry for `key` of `node`. The node pointer may be set later with
-    /// [`Entry::set_node`], before the entry is linked.
-    pub(crate) fn new(hash: u64, key: K, node: *const N) -> Self {
+    /// The entry of the key at `key`, in the same block as `node`.
+    pub(crate) fn new(hash: u64, key: *const K, node: *const N) -> Self {
         Entry {
             hash,
             key,
@@ -96,21 +107,19 @@ impl<K, N> Entry<K, N> {
         }
     }
 
-    pub(crate) fn set_node(&mut self, node: *const N) {
-        self.node = node;
-    }
-
     pub(crate) fn hash(&self) -> u64 {
         self.hash
     }
 
     pub(crate) fn key(&self) -> &K {
-        &self.key
+        // SAFETY: the key lives in the entry's own block, so as long as the entry does.
+        unsafe { &*self.key }
     }
 
-    fn pair(&self) -> (&K, &N) {
-        // SAFETY: an entry is part of its node's allocation, so the node outlives it.
-        (&self.key, unsafe { &*self.node })
+    /// The entry's node, as the pointer the node was allocated under (it covers the
+    /// whole block, which a `&N` would not).
+    pub(crate) fn node(&self) -> *const N {
+        self.node
     }
 }
 
@@ -126,8 +135,11 @@ impl<K, N> Index<K, N> {
                 writer: Mutex::new(ShardState {
                     len: 0,
                     retired_freed: None,
+                    spare: Spare::new(),
                 }),
                 buckets: Atomic::new(Buckets::new(per_shard, 0)),
+                objects: AtomicUsize::new(0),
+                incoming: Incoming::new(),
             })
             .collect();
         Index { shards }
@@ -140,9 +152,14 @@ impl<K, N> Index<K, N> {
         (hash >> (u64::BITS - SHARD_BITS)) as usize
     }
 
-    /// The node under `key`, if any entry is linked; lock-free.
+    /// The entry linked under `key`, if any; lock-free.
     #[inline]
-    pub(crate) fn find<'g, Q>(&self, hash: u64, key: &Q, guard: &'g Guard) -> Option<&'g N>
+    pub(crate) fn find<'g, Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        guard: &'g Guard,
+    ) -> Option<&'g Entry<K, N>>
     where
         K: Borrow<Q> + 'g,
         N: 'g,
@@ -151,10 +168,26 @@ impl<K, N> Index<K, N> {
         self.shards[Self::shard_of(hash)].find(hash, key, guard)
     }
 
+    /// The sum of every shard's object count (see [`ShardWriter::add_objects`]): exact
+    /// when no writer runs.
+    pub(crate) fn objects(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|shard| shard.objects.load(Ordering::Relaxed))
+            .fold(0, usize::wrapping_add)
+    }
+
+    /// Gives a dead node's block back to the shard of `hash` (its first key's), for
+    /// reuse by an insert there. Lock-free.
+    pub(crate) fn recycle(&self, hash: u64, block: Block) {
+        self.shards[Self::shard_of(hash)].incoming.push(block);
+    }
+
     /// Locks the shard `shard` for writing.
     pub(crate) fn lock(&self, shard: usize) -> ShardWriter<'_, K, N> {
         let shard = &self.shards[shard];
         ShardWriter {
+            guard: crate::sync::pin(),
             state: shard.writer.lock(),
             shard,
         }
@@ -196,14 +229,14 @@ impl<K, N> Cursor<K, N> {
         &mut self,
         index: &'g Index<K, N>,
         guard: &'g Guard,
-    ) -> Option<(&'g K, &'g N)> {
+    ) -> Option<&'g Entry<K, N>> {
         loop {
             // SAFETY: loaded under `guard`, which is still pinned (caller's contract);
             // an entry is set only after its array.
             if let Some(entry) = unsafe { self.entry.as_ref() } {
                 let link = unsafe { (*self.buckets).link };
                 self.entry = entry.next[link].load(Ordering::Acquire, guard).as_raw();
-                return Some(entry.pair());
+                return Some(entry);
             }
             // SAFETY: as above.
             match unsafe { self.buckets.as_ref() } {
@@ -246,7 +279,7 @@ impl<K, N> Drop for Index<K, N> {
 
 impl<K, N> Shard<K, N> {
     #[inline]
-    fn find<'g, Q>(&self, hash: u64, key: &Q, guard: &'g Guard) -> Option<&'g N>
+    fn find<'g, Q>(&self, hash: u64, key: &Q, guard: &'g Guard) -> Option<&'g Entry<K, N>>
     where
         K: Borrow<Q> + 'g,
         N: 'g,
@@ -256,35 +289,38 @@ impl<K, N> Shard<K, N> {
         let buckets = unsafe { self.buckets.load(Ordering::Acquire, guard).deref() };
         buckets
             .chain(hash, guard)
-            .filter(|entry| entry.hash == hash)
-            .map(Entry::pair)
-            .find(|(entry_key, _)| (*entry_key).borrow() == key)
-            .map(|(_, node)| node)
+            .find(|entry| entry.hash == hash && entry.key().borrow() == key)
     }
 }
 
 /// A locked shard.
 pub(crate) struct ShardWriter<'a, K, N> {
+    /// Under the lock nothing the writer reads can be retired, so the pin is not what
+    /// keeps it safe; it is there to retire an array after a growth, and because loom
+    /// explored only one execution of an insert racing a get (instead of 53,439) when
+    /// writers read under `crossbeam_epoch::unprotected()`: we keep the models honest
+    /// for a pin that costs a few ns per insert or kill.
+    guard: Guard,
     state: MutexGuard<'a, ShardState>,
     shard: &'a Shard<K, N>,
 }
 
 impl<K, N> ShardWriter<'_, K, N> {
-    /// The node linked under `key`, if any.
-    pub(crate) fn find<'g, Q>(&self, hash: u64, key: &Q, guard: &'g Guard) -> Option<&'g N>
+    /// The entry linked under `key`, if any.
+    pub(crate) fn find<Q>(&self, hash: u64, key: &Q) -> Option<&Entry<K, N>>
     where
-        K: Borrow<Q> + 'g,
-        N: 'g,
+        K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        self.shard.find(hash, key, guard)
+        self.shard.find(hash, key, &self.guard)
     }
 
     /// Unlinks the entry with this hash that belongs to `node`, if one is linked.
     /// Matching on the node rather than the key means kill needs nothing of `K`, and
     /// never removes a newer object's entry.
-    pub(crate) fn unlink(&mut self, hash: u64, node: *const N, guard: &Guard) -> bool {
-        let buckets = self.buckets(guard);
+    pub(crate) fn unlink(&mut self, hash: u64, node: *const N) -> bool {
+        let guard = &self.guard;
+        let buckets = self.buckets();
         let mut link = buckets.head(hash);
         loop {
             let current = link.load(Ordering::Acquire, guard);
@@ -309,36 +345,71 @@ impl<K, N> ShardWriter<'_, K, N> {
     /// # Safety
     /// `entry` belongs to a node that stays allocated until it is unlinked again and
     /// then retired through the epoch, and it is not linked anywhere now.
-    pub(crate) unsafe fn link(&mut self, entry: &Entry<K, N>, guard: &Guard) {
-        let mut buckets = self.buckets(guard);
-        if self.state.len >= buckets.heads.len() {
-            buckets = self.grow(buckets, guard);
+    pub(crate) unsafe fn link(&mut self, entry: &Entry<K, N>) {
+        if self.state.len >= self.buckets().heads.len() {
+            self.grow();
         }
+        let guard = &self.guard;
+        let buckets = self.buckets();
         let head = buckets.head(entry.hash);
         entry.next[buckets.link].store(head.load(Ordering::Relaxed, guard), Ordering::Relaxed);
         head.store(Shared::from(entry as *const Entry<K, N>), Ordering::Release);
         self.state.len += 1;
     }
 
-    fn buckets<'g>(&self, guard: &'g Guard) -> &'g Buckets<K, N> {
-        // SAFETY: we hold the shard lock, so the array stays the shard's while we use it,
-        // and the guard keeps it allocated beyond that.
-        unsafe { self.shard.buckets.load(Ordering::Acquire, guard).deref() }
+    /// A recycled block with `layout` for a node whose first key lives here, if one is
+    /// at hand. Takes in the blocks recycled since the last writer first (so a shard
+    /// that only sees kills still bounds what it keeps).
+    pub(crate) fn take_block(
+        &mut self,
+        layout: std::alloc::Layout,
+    ) -> Option<std::ptr::NonNull<u8>> {
+        self.state.spare.absorb(&self.shard.incoming);
+        self.state.spare.take(layout)
+    }
+
+    /// Takes in the blocks recycled since the last writer, freeing those past what the
+    /// shard keeps.
+    pub(crate) fn absorb_recycled(&mut self) {
+        self.state.spare.absorb(&self.shard.incoming);
+    }
+
+    /// The objects whose first key lives in this shard: kept by the table (`len`)
+    /// under the lock, so it costs no atomic read-modify-write.
+    pub(crate) fn add_objects(&mut self, delta: isize) {
+        let objects = &self.shard.objects;
+        objects.store(
+            objects.load(Ordering::Relaxed).wrapping_add_signed(delta),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn buckets(&self) -> &Buckets<K, N> {
+        // SAFETY: we hold the shard lock, so the array stays the shard's (and allocated)
+        // while we use it.
+        unsafe {
+            self.shard
+                .buckets
+                .load(Ordering::Acquire, &self.guard)
+                .deref()
+        }
     }
 
     /// Threads every entry into a new array twice the size, through the links the old
-    /// array does not use, swaps it in and retires the old array. Returns the array to
-    /// link into: the new one, or the old one if the array before it may still have
-    /// readers (whose links the new one would overwrite).
+    /// array does not use, swaps it in and retires the old array. Does nothing if the
+    /// array before the current one may still have readers (whose links the new one
+    /// would overwrite): the shard then just has longer chains for a while.
     #[cold]
-    fn grow<'g>(&mut self, old: &'g Buckets<K, N>, guard: &'g Guard) -> &'g Buckets<K, N> {
+    fn grow(&mut self) {
         if let Some(freed) = &self.state.retired_freed {
             // `Acquire` pairs with the `Release` in the deferred free below: every reader
             // of that array is done with the links we are about to write.
             if !freed.load(Ordering::Acquire) {
-                return old;
+                return;
             }
         }
+        let guard = &self.guard;
+        let old = self.buckets();
         let new = Buckets::new(old.heads.len() * 2, 1 - old.link);
         for head in old.heads.iter() {
             for entry in old.chain_from(head, guard) {
@@ -361,7 +432,6 @@ impl<K, N> ShardWriter<'_, K, N> {
                 drop(Box::from_raw(old as *mut Buckets<K, N>));
                 freed.store(true, Ordering::Release);
             });
-            new.deref()
         }
     }
 }

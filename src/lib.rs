@@ -41,7 +41,9 @@
 //! # The algorithm
 //!
 //! Two structures: an **index** from key to node, and per object a **node** holding the
-//! value, its keys and one atomic **state word**.
+//! value, its keys, one index entry per key and one atomic **state word** — all in one
+//! allocation, so an insert allocates once and a lookup that finds an entry finds the
+//! key and the state word in the same block.
 //!
 //! ## The state word
 //!
@@ -65,7 +67,8 @@
 //!
 //! ## Operations and their linearization points
 //!
-//! - **insert**: lock the index shards of all keys (ascending order), check that no key
+//! - **insert**: lock the index shards of all keys (ascending order, each shard once),
+//!   check that no key
 //!   names a live node (a killed node's leftover entry is unlinked), link one entry per
 //!   key, then *store* `OWNED | LIVE` — the linearization point — and unlock. Nothing is
 //!   linked before every check passed, so a failed insert was never visible and hands the
@@ -79,8 +82,8 @@
 //!   `PARKED` is set, wake the drainer; if `OWNED` is clear, drop the value and free the
 //!   node.
 //! - **kill**: `fetch_and(!LIVE)` — the linearization point: from here no `get` on any key
-//!   succeeds. Then, shard by shard, unlink the node's entries, so every key can be
-//!   inserted again before the drain.
+//!   succeeds. Then lock the shards of its keys as insert does and unlink the node's
+//!   entries, so every key can be inserted again before the drain.
 //! - **drain**: wait until `refs` is zero — spin briefly, then park on the node's address
 //!   in the parking lot after setting `PARKED` inside the lot's `validate` — and move the
 //!   value out. Its linearization point is the load that sees zero; zero is final, since
@@ -114,11 +117,16 @@
 //! ## Reclamation
 //!
 //! Readers dereference index entries and nodes only while pinned to a crossbeam-epoch
-//! epoch. A node is allocated together with its index entries (one per key) and retired
-//! as one piece, only after all its entries are unlinked, by whoever finishes with it
-//! last: the drain (after moving the value out), or — if the owner was dropped — the last
-//! put or the owner's drop. Retired nodes and replaced bucket arrays are handed to the
-//! collector and freed once every thread pinned at that time has unpinned. Growing a
+//! epoch. A node is allocated together with its keys and index entries and retired as
+//! one block, only after all its entries are unlinked, by whoever finishes with it last:
+//! the drain
+//! (after moving the value out), or — if the owner was dropped — the last put or the
+//! owner's drop. Retired nodes and replaced bucket arrays are handed to the collector,
+//! which runs their disposal once every thread pinned at that time has unpinned. A node's
+//! block then goes back to the index shard of its first key, and that shard's next insert
+//! builds its node in it (see `recycle`): the collector usually runs on a reader, and
+//! handing it a lock-free push instead of a cross-thread `free` keeps readers clear of
+//! the allocator's locks. Growing a
 //! shard threads the same entries through their second link, so it allocates only the
 //! new bucket array; it waits for the array before the last one to be freed, since it
 //! reuses that array's links. A reader that reaches a killed node only reads its state word
@@ -130,7 +138,8 @@
 //! | --- | --- |
 //! | `table` | [`ResTable`]: insert, get, kill's index part, iteration |
 //! | `index` | sharded, epoch-protected hash index of intrusive entries: lock-free find, locked link/unlink, growth |
-//! | `node` | the node and its state word; every transition of it |
+//! | `node` | the node (one block: header, keys, entries) and its state word; every transition of it |
+//! | `recycle` | retired node blocks going back to their shard for reuse |
 //! | `guard` | [`Owner`] and [`Ref`], the handles to an object |
 //! | `drain` | [`Dying`]: waiting for holders and taking the value back |
 //! | `error` | [`InsertError`], which always hands the value back |
@@ -147,6 +156,7 @@ mod index;
 #[cfg(feature = "mana")]
 pub mod mana;
 mod node;
+mod recycle;
 mod sync;
 mod table;
 

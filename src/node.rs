@@ -15,9 +15,11 @@
 //! version.
 
 use crate::index::Entry;
-use crate::sync::{self, AtomicUsize, Ordering, Parked, Shared};
+use crate::recycle::Block;
+use crate::sync::{self, AtomicUsize, Ordering, Parked};
+use std::alloc::{self, Layout};
 use std::mem::ManuallyDrop;
-use std::ptr;
+use std::ptr::{self, NonNull};
 use std::time::Instant;
 
 /// Set while `get` may hand out new references. Set once, by the insert that publishes
@@ -43,15 +45,56 @@ pub(crate) const REFS: usize = PARKED - 1;
 /// we refuse rather than let the count run into the flag bits.
 const MAX_REFS: usize = REFS >> 1;
 
-/// One object and the keys it answers to.
+/// One object and the keys it answers to: the header of a single allocation that also
+/// holds the keys and one index entry per key,
+///
+/// ```text
+/// [ Node: state, keys, entries, len, value ][ K; len ][ Entry; len ]
+/// ```
+///
+/// so an insert allocates once and a kill frees once, and a lookup that finds an entry
+/// finds its key and state word in the same block. The node is only ever handled through
+/// raw pointers that cover the whole block (from the allocation); `keys` and `entries`
+/// are such pointers too, so `&Node` can reach the arrays behind it.
 pub(crate) struct Node<K, T> {
     state: AtomicUsize,
-    keys: Box<[K]>,
-    /// One index entry per key, in the order of `keys`, allocated with the node and
-    /// freed with it; each carries the key's hash, so kill needs no hasher.
-    entries: Box<[Entry<K, Node<K, T>>]>,
-    /// Moved out by the drain or dropped by the last holder; never by `Node`'s own drop.
+    keys: NonNull<K>,
+    /// Entry `i` is key `i`'s; each carries the key's hash, so kill needs no hasher.
+    entries: NonNull<Entry<K, Node<K, T>>>,
+    len: usize,
+    /// Moved out by the drain or dropped by the last holder; never by `free`.
     value: ManuallyDrop<T>,
+}
+
+/// Where the arrays sit in a node's block, for a given number of keys.
+struct Blocks {
+    layout: Layout,
+    keys: usize,
+    entries: usize,
+}
+
+/// A block whose keys are being written: if a key's clone or hash panics, drops the
+/// keys written so far and frees the block (the value, not yet moved in, unwinds with
+/// the caller).
+struct Building<K> {
+    base: NonNull<u8>,
+    layout: Layout,
+    keys: NonNull<K>,
+    written: usize,
+}
+
+impl<K> Drop for Building<K> {
+    fn drop(&mut self) {
+        // SAFETY: the first `written` keys were written and nothing else refers to the
+        // block, which `alloc::alloc` made with `layout`.
+        unsafe {
+            ptr::drop_in_place(ptr::slice_from_raw_parts_mut(
+                self.keys.as_ptr(),
+                self.written,
+            ));
+            alloc::dealloc(self.base.as_ptr(), self.layout);
+        }
+    }
 }
 
 /// What a put-ref (or an abandon) left for its caller to do.
@@ -64,43 +107,143 @@ pub(crate) enum Release {
 }
 
 impl<K, T> Node<K, T> {
+    fn blocks(len: usize) -> Blocks {
+        // `len` is at most `MAX_KEYS`, so only a key type of absurd size overflows.
+        let overflow = "restable: node size overflows isize";
+        let header = Layout::new::<Self>();
+        let (layout, keys) = header
+            .extend(Layout::array::<K>(len).expect(overflow))
+            .expect(overflow);
+        let (layout, entries) = layout
+            .extend(Layout::array::<Entry<K, Self>>(len).expect(overflow))
+            .expect(overflow);
+        Blocks {
+            layout: layout.pad_to_align(),
+            keys,
+            entries,
+        }
+    }
+
+    /// The layout of the block of a node with `len` keys.
+    pub(crate) fn layout(len: usize) -> Layout {
+        Self::blocks(len).layout
+    }
+
     /// A node that is owned but not yet live (no `get` can take a reference to it), with
-    /// an index entry for each key, hashed by `hash`.
-    pub(crate) fn boxed(keys: &[K], hash: impl Fn(&K) -> u64, value: T) -> Box<Self>
+    /// an index entry for each key; `hashes[i]` is `keys[i]`'s hash. It is built in
+    /// `block` (a recycled block with `layout(keys.len())`) or in a new allocation. If
+    /// cloning a key panics, the block is freed and `value` dropped on the way out.
+    pub(crate) fn new_in(
+        block: Option<NonNull<u8>>,
+        keys: &[K],
+        hashes: &[u64],
+        value: T,
+    ) -> NonNull<Self>
     where
         K: Clone,
     {
-        let entries = keys
-            .iter()
-            .map(|key| Entry::new(hash(key), key.clone(), std::ptr::null()))
-            .collect();
-        let mut node = Box::new(Node {
-            state: AtomicUsize::new(OWNED),
-            keys: keys.into(),
-            entries,
-            value: ManuallyDrop::new(value),
+        debug_assert_eq!(keys.len(), hashes.len());
+        let blocks = Self::blocks(keys.len());
+        let base = block.unwrap_or_else(|| {
+            // SAFETY: the layout is never zero-sized (the header holds the state word).
+            let base = unsafe { alloc::alloc(blocks.layout) };
+            NonNull::new(base).unwrap_or_else(|| alloc::handle_alloc_error(blocks.layout))
         });
-        let at: *const Self = &*node;
-        for entry in node.entries.iter_mut() {
-            entry.set_node(at);
+        // SAFETY: both offsets lie inside the block, as `blocks` computed them.
+        let (at_keys, at_entries) = unsafe {
+            (
+                base.add(blocks.keys).cast::<K>(),
+                base.add(blocks.entries).cast::<Entry<K, Self>>(),
+            )
+        };
+        let node = base.cast::<Self>();
+        let mut building = Building {
+            base,
+            layout: blocks.layout,
+            keys: at_keys,
+            written: 0,
+        };
+        for (i, (key, &entry_hash)) in keys.iter().zip(hashes).enumerate() {
+            // SAFETY: slot `i` of each array is inside the block and not yet written;
+            // `building` drops the keys written so far if a later clone panics.
+            unsafe {
+                let key_at = at_keys.add(i);
+                key_at.write(key.clone());
+                building.written = i + 1;
+                at_entries
+                    .add(i)
+                    .write(Entry::new(entry_hash, key_at.as_ptr(), node.as_ptr()));
+            }
         }
+        std::mem::forget(building);
+        // SAFETY: the header is inside the block and not yet written.
+        unsafe {
+            node.write(Node {
+                state: AtomicUsize::new(OWNED),
+                keys: at_keys,
+                entries: at_entries,
+                len: keys.len(),
+                value: ManuallyDrop::new(value),
+            })
+        };
         node
     }
 
-    /// The value of a node that was never published (its insert failed).
-    #[allow(clippy::boxed_local)] // the node lives in a Box from its birth
-    pub(crate) fn into_value(self: Box<Self>) -> T {
-        debug_assert_eq!(self.state(), OWNED);
-        ManuallyDrop::into_inner(self.value)
+    /// The value of a node that was never published (its insert failed); frees the node.
+    ///
+    /// # Safety
+    /// `node` came from `new_in`, was never linked, and is not used again.
+    pub(crate) unsafe fn into_value(node: NonNull<Self>) -> T {
+        // SAFETY: nobody else ever saw the node; the value is moved out before `free`,
+        // which leaves it alone.
+        unsafe {
+            debug_assert_eq!(node.as_ref().state(), OWNED);
+            let value = ptr::read(&*node.as_ref().value);
+            Self::free(node.as_ptr());
+            value
+        }
+    }
+
+    /// Drops the header and the keys and frees the block; leaves the value alone.
+    ///
+    /// # Safety
+    /// As for [`Node::dispose`].
+    pub(crate) unsafe fn free(node: *mut Self) {
+        // SAFETY: the caller's contract.
+        unsafe { Self::dispose(node) }.free()
+    }
+
+    /// Drops the header and the keys and returns the block, for reuse or freeing;
+    /// leaves the value alone.
+    ///
+    /// # Safety
+    /// `node` came from `new_in`, nothing will touch it again, and its value has been
+    /// moved out or dropped.
+    pub(crate) unsafe fn dispose(node: *mut Self) -> Block {
+        // SAFETY: the caller's contract; `len` and the array pointers describe the block
+        // `new_in` built, whose entries need no drop beyond their own fields.
+        unsafe {
+            let len = (*node).len;
+            let (keys, entries) = ((*node).keys, (*node).entries);
+            ptr::drop_in_place(ptr::slice_from_raw_parts_mut(entries.as_ptr(), len));
+            ptr::drop_in_place(ptr::slice_from_raw_parts_mut(keys.as_ptr(), len));
+            ptr::drop_in_place(node);
+            Block {
+                ptr: NonNull::new_unchecked(node.cast()),
+                layout: Self::blocks(len).layout,
+            }
+        }
     }
 
     pub(crate) fn keys(&self) -> &[K] {
-        &self.keys
+        // SAFETY: `alloc` wrote `len` keys there; they live as long as the node.
+        unsafe { std::slice::from_raw_parts(self.keys.as_ptr(), self.len) }
     }
 
     /// The node's index entries, one per key.
     pub(crate) fn entries(&self) -> &[Entry<K, Node<K, T>>] {
-        &self.entries
+        // SAFETY: `alloc` wrote `len` entries there; they live as long as the node.
+        unsafe { std::slice::from_raw_parts(self.entries.as_ptr(), self.len) }
     }
 
     pub(crate) fn value(&self) -> &T {
@@ -265,43 +408,26 @@ impl<K, T> Node<K, T> {
     }
 }
 
-/// Moves `T` out of a drained node and frees the node.
+/// Moves `T` out of a drained node.
 ///
 /// # Safety
-/// The caller holds the node's owner (consumed by this call), the node is killed and
-/// unlinked, and `wait_for_refs` has returned true.
-pub(crate) unsafe fn take_and_retire<K, T>(node: *const Node<K, T>) -> T {
-    // SAFETY: no `Ref` exists and none can be made (not live), and the owner is consumed,
-    // so nobody reads the value concurrently or afterwards.
-    let value = unsafe { ptr::read(&*(*node).value) };
-    // SAFETY: the value was moved out just above; see `retire`.
-    unsafe { retire(node) };
-    value
+/// The caller holds the node's owner, the node is killed and unlinked, `wait_for_refs`
+/// has returned true, and the node is retired right after (never read again).
+pub(crate) unsafe fn take_value<K, T>(node: *const Node<K, T>) -> T {
+    // SAFETY: no `Ref` exists and none can be made (not live), and the owner is being
+    // consumed, so nobody reads the value concurrently or afterwards.
+    unsafe { ptr::read(&*(*node).value) }
 }
 
-/// Drops `T` and frees the node, for whoever got [`Release::Last`].
+/// Drops `T` in place, for whoever got [`Release::Last`].
 ///
 /// # Safety
 /// The caller got `Release::Last` for this node (so it is killed, unlinked, and nobody
-/// else holds it) and does not touch it afterwards.
-pub(crate) unsafe fn drop_and_retire<K, T>(node: *const Node<K, T>) {
+/// else holds it), and the node is retired right after.
+pub(crate) unsafe fn drop_value<K, T>(node: *const Node<K, T>) {
     // SAFETY: the caller is the last holder of any kind; the value is still in place and
     // nothing else reads or drops it.
-    unsafe { ptr::drop_in_place(ptr::addr_of!((*node).value).cast_mut().cast::<T>()) };
-    // SAFETY: the value was dropped just above; see `retire`.
-    unsafe { retire(node) };
-}
-
-/// Frees a node once no pinned reader can still be looking at its state word.
-///
-/// # Safety
-/// The node is unreachable from the index (all its entries unlinked), nothing will touch
-/// it again, and its value has been moved out or dropped (`Node` never drops it).
-unsafe fn retire<K, T>(node: *const Node<K, T>) {
-    let guard = sync::pin();
-    // SAFETY: only epoch-pinned readers that loaded the pointer from the index before it
-    // was unlinked can still see the node; `defer_destroy` waits for them.
-    unsafe { guard.defer_destroy(Shared::from(node)) }
+    unsafe { ptr::drop_in_place(ptr::addr_of!((*node).value).cast_mut().cast::<T>()) }
 }
 
 #[inline]
@@ -321,6 +447,33 @@ fn too_many_refs() -> ! {
 mod tests {
     use super::*;
 
+    /// A test's node, freed (value included) when the test ends.
+    struct Owned<T>(NonNull<Node<u32, T>>);
+
+    impl<T> Owned<T> {
+        fn new(keys: &[u32], value: T) -> Self {
+            Owned(Node::new_in(None, keys, &vec![0; keys.len()], value))
+        }
+    }
+
+    impl<T> std::ops::Deref for Owned<T> {
+        type Target = Node<u32, T>;
+        fn deref(&self) -> &Node<u32, T> {
+            // SAFETY: freed only by our drop.
+            unsafe { self.0.as_ref() }
+        }
+    }
+
+    impl<T> Drop for Owned<T> {
+        fn drop(&mut self) {
+            // SAFETY: the tests never link the node; nothing else has it.
+            unsafe {
+                ManuallyDrop::drop(&mut (*self.0.as_ptr()).value);
+                Node::free(self.0.as_ptr());
+            }
+        }
+    }
+
     #[test]
     fn bits_are_disjoint() {
         assert_eq!(LIVE & OWNED, 0);
@@ -331,7 +484,7 @@ mod tests {
 
     #[test]
     fn get_needs_live() {
-        let node = Node::boxed(&[1u32], |_| 0, "v");
+        let node = Owned::new(&[1u32], "v");
         assert!(!node.try_get(), "unpublished node handed out a reference");
         node.publish();
         assert!(node.try_get());
@@ -344,7 +497,7 @@ mod tests {
 
     #[test]
     fn last_holder_after_abandon_is_told() {
-        let node = Node::boxed(&[1u32], |_| 0, 5u8);
+        let node = Owned::new(&[1u32], 5u8);
         node.publish();
         assert!(node.try_get());
         node.clone_ref();
@@ -356,7 +509,7 @@ mod tests {
 
     #[test]
     fn wait_times_out_with_a_reference_out() {
-        let node = Node::boxed(&[1u32], |_| 0, ());
+        let node = Owned::new(&[1u32], ());
         node.publish();
         assert!(node.try_get());
         node.kill();

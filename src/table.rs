@@ -2,9 +2,9 @@
 
 use crate::error::{InsertError, InsertErrorKind};
 use crate::guard::{Owner, Ref};
-use crate::index::{Index, ShardWriter};
+use crate::index::{Entry, Index, ShardWriter};
 use crate::node::Node;
-use crate::sync::{self, Arc, AtomicUsize, Guard, Ordering};
+use crate::sync::{self, Arc, Guard};
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
@@ -73,11 +73,10 @@ pub struct ResTable<K, T, S = DefaultHashBuilder> {
     hasher: S,
 }
 
-/// What `Owner`s share with the table: the index and the live count. The hasher stays
-/// with the table; nodes keep their keys' hashes.
+/// What `Owner`s share with the table: the index (which also counts the live objects).
+/// The hasher stays with the table; nodes keep their keys' hashes.
 pub(crate) struct Registry<K, T> {
     index: Index<K, Node<K, T>>,
-    live: AtomicUsize,
 }
 
 // SAFETY: the raw node pointers in the index are shared the way `Ref`, `Owner` and `Dying`
@@ -155,7 +154,6 @@ where
         ResTable {
             registry: Arc::new(Registry {
                 index: Index::with_capacity(capacity),
-                live: AtomicUsize::new(0),
             }),
             hasher,
         }
@@ -190,18 +188,31 @@ where
         if let Err((kind, key)) = check_keys(keys) {
             return Err(InsertError::new(kind, key, value));
         }
-        let node = Box::into_raw(Node::boxed(keys, |key| self.hasher.hash_one(key), value));
-        // SAFETY: just allocated; nothing else can see it until it is linked.
-        let node_ref = unsafe { &*node };
-        match self.registry.link_all(node_ref) {
-            Ok(()) => Ok(Owner::new(Arc::clone(&self.registry), node)),
+        let mut hashes = [0u64; MAX_KEYS];
+        for (hash, key) in hashes.iter_mut().zip(keys) {
+            *hash = self.hasher.hash_one(key);
+        }
+        let hashes = &hashes[..keys.len()];
+        let mut locked = LockedShards::new(&self.registry.index, hashes.iter().copied());
+        let block = locked
+            .writer(hashes[0])
+            .take_block(Node::<K, T>::layout(keys.len()));
+        let node = Node::new_in(block, keys, hashes, value);
+        // SAFETY: just built; nothing else can see it until it is linked.
+        let linked = self
+            .registry
+            .link_all(&mut locked, unsafe { node.as_ref() });
+        drop(locked);
+        match linked {
+            // SAFETY: linked and published: the owner's from now on.
+            Ok(()) => Ok(unsafe { Owner::new(Arc::clone(&self.registry), node) }),
             Err(key) => {
                 // SAFETY: never linked, so never seen by anybody: ours to take apart.
-                let node = unsafe { Box::from_raw(node) };
+                let value = unsafe { Node::into_value(node) };
                 Err(InsertError::new(
                     InsertErrorKind::KeyInUse,
                     Some(key),
-                    node.into_value(),
+                    value,
                 ))
             }
         }
@@ -232,11 +243,12 @@ where
     {
         let hash = self.hasher.hash_one(key);
         let guard = sync::pin();
-        let node = self.registry.index.find(hash, key, &guard)?;
+        let node = self.registry.index.find(hash, key, &guard)?.node();
         // The epoch keeps the node's memory valid until here; from here on our
         // reference does.
-        // SAFETY: `try_get` took the reference the `Ref` owns; it borrows `self`.
-        node.try_get().then(|| unsafe { Ref::new(node) })
+        // SAFETY: (1) pinned, so the node is not freed yet; (2) `try_get` took the
+        // reference the `Ref` owns, and the `Ref` borrows `self`.
+        unsafe { (*node).try_get().then(|| Ref::new(node)) }
     }
 
     /// Whether a live object answers to `key` right now (without taking a reference).
@@ -258,7 +270,8 @@ where
         self.registry
             .index
             .find(hash, key, &guard)
-            .is_some_and(Node::is_live)
+            // SAFETY: pinned, so the node is not freed yet.
+            .is_some_and(|entry| unsafe { (*entry.node()).is_live() })
     }
 
     /// The number of live objects (inserted and not yet killed), not of keys. Exact when
@@ -270,7 +283,7 @@ where
     /// assert_eq!(table.len(), 1);
     /// ```
     pub fn len(&self) -> usize {
-        self.registry.live.load(Ordering::Relaxed)
+        self.registry.index.objects()
     }
 
     /// Whether [`len`](Self::len) is zero.
@@ -334,49 +347,26 @@ impl<K: Eq + Clone, T> Registry<K, T> {
     /// entry whose node is not live under a held lock can only be a killed node's (a
     /// pending insert holds its locks until it publishes): it is unlinked here, so a
     /// key is reusable from its kill's linearization point on.
-    fn link_all(&self, node: &Node<K, T>) -> Result<(), K> {
-        let mut shards = [0usize; MAX_KEYS];
-        let count = node.entries().len();
-        for (shard, entry) in shards.iter_mut().zip(node.entries()) {
-            *shard = Index::<K, Node<K, T>>::shard_of(entry.hash());
-        }
-        let shards = &mut shards[..count];
-        shards.sort_unstable();
-        let mut locked: [Option<ShardWriter<'_, K, Node<K, T>>>; MAX_KEYS] =
-            std::array::from_fn(|_| None);
-        let mut previous = None;
-        for (slot, &shard) in locked.iter_mut().zip(shards.iter()) {
-            if previous != Some(shard) {
-                *slot = Some(self.index.lock(shard));
-                previous = Some(shard);
-            }
-        }
-        // A key's writer sits at the first position of its shard in the sorted list.
-        let writer = |hash: u64| {
-            let shard = Index::<K, Node<K, T>>::shard_of(hash);
-            shards.partition_point(|&s| s < shard)
-        };
-        let guard = sync::pin();
+    fn link_all(&self, locked: &mut LockedShards<'_, K, T>, node: &Node<K, T>) -> Result<(), K> {
         for entry in node.entries() {
             let (hash, key) = (entry.hash(), entry.key());
-            let slot = locked[writer(hash)].as_mut().expect("shard locked above");
-            if let Some(other) = slot.find(hash, key, &guard) {
-                if other.is_live() {
+            let shard = locked.writer(hash);
+            if let Some(other) = shard.find(hash, key) {
+                let other = other.node();
+                // SAFETY: linked and we hold its shard's lock, so not yet retired.
+                if unsafe { (*other).is_live() } {
                     return Err(key.clone());
                 }
-                slot.unlink(hash, other, &guard);
+                shard.unlink(hash, other);
             }
         }
         for entry in node.entries() {
-            let slot = locked[writer(entry.hash())]
-                .as_mut()
-                .expect("shard locked above");
             // SAFETY: the entry is part of the node, which stays allocated until it is
             // killed (unlinking every entry) and then retired through the epoch.
-            unsafe { slot.link(entry, &guard) };
+            unsafe { locked.writer(entry.hash()).link(entry) };
         }
         node.publish();
-        self.live.fetch_add(1, Ordering::Relaxed);
+        locked.writer(node.entries()[0].hash()).add_objects(1);
         Ok(())
     }
 }
@@ -388,13 +378,91 @@ impl<K, T> Registry<K, T> {
     pub(crate) fn kill(&self, node: &Node<K, T>) {
         let was_live = node.kill();
         debug_assert!(was_live, "kill of a node that was not live");
-        self.live.fetch_sub(1, Ordering::Relaxed);
-        let guard = sync::pin();
-        for entry in node.entries() {
+        let entries = node.entries();
+        let mut locked = LockedShards::new(&self.index, entries.iter().map(Entry::hash));
+        for entry in entries {
             let hash = entry.hash();
-            let mut shard = self.index.lock(Index::<K, Node<K, T>>::shard_of(hash));
-            shard.unlink(hash, node, &guard);
+            locked.writer(hash).unlink(hash, node);
         }
+        let home = locked.writer(entries[0].hash());
+        home.add_objects(-1);
+        home.absorb_recycled();
+    }
+
+    /// Gives a dead node's block back to its home shard (its first key's) for reuse.
+    ///
+    /// # Safety
+    /// As for [`Node::dispose`]; the node's grace period is over.
+    unsafe fn recycle(&self, node: *mut Node<K, T>) {
+        // SAFETY: the caller's contract: the node is intact until `dispose`.
+        unsafe {
+            let home = (*node).entries()[0].hash();
+            self.index.recycle(home, Node::dispose(node));
+        }
+    }
+}
+
+/// Retires a dead node: once no pinned reader can still be looking at it, its block goes
+/// back to the table for reuse (with `registry`) or to the allocator (without: the last
+/// holder after the owner let go has no registry at hand, and that path is rare).
+///
+/// # Safety
+/// The node is unreachable from the index (all its entries unlinked), nothing will touch
+/// it again, and its value has been moved out or dropped.
+pub(crate) unsafe fn retire<K, T>(node: *const Node<K, T>, registry: Option<Arc<Registry<K, T>>>) {
+    let guard = sync::pin();
+    let node = node.cast_mut();
+    // SAFETY: only epoch-pinned readers that loaded a pointer to one of the node's
+    // entries before it was unlinked can still see the block; the epoch runs this after
+    // they have all unpinned. The closure is two words, so deferring it allocates nothing.
+    unsafe {
+        guard.defer_unchecked(move || match registry {
+            Some(registry) => registry.recycle(node),
+            None => Node::free(node),
+        })
+    }
+}
+
+/// The index shards of one node's keys, each locked once, in ascending order, so that
+/// two writers never deadlock and a node whose keys share a shard locks it once.
+struct LockedShards<'a, K, T> {
+    /// The shard of each key, sorted; a shard's writer sits at its first position.
+    shards: [usize; MAX_KEYS],
+    count: usize,
+    writers: [Option<ShardWriter<'a, K, Node<K, T>>>; MAX_KEYS],
+}
+
+impl<'a, K, T> LockedShards<'a, K, T> {
+    /// Locks the shards of these key hashes (at most `MAX_KEYS`).
+    fn new(index: &'a Index<K, Node<K, T>>, hashes: impl Iterator<Item = u64>) -> Self {
+        let mut shards = [0usize; MAX_KEYS];
+        let mut count = 0;
+        for (shard, hash) in shards.iter_mut().zip(hashes) {
+            *shard = Index::<K, Node<K, T>>::shard_of(hash);
+            count += 1;
+        }
+        shards[..count].sort_unstable();
+        let mut writers: [Option<ShardWriter<'a, K, Node<K, T>>>; MAX_KEYS] =
+            std::array::from_fn(|_| None);
+        for (i, &shard) in shards[..count].iter().enumerate() {
+            if i == 0 || shards[i - 1] != shard {
+                writers[i] = Some(index.lock(shard));
+            }
+        }
+        LockedShards {
+            shards,
+            count,
+            writers,
+        }
+    }
+
+    /// The locked shard that `hash` lives in.
+    fn writer(&mut self, hash: u64) -> &mut ShardWriter<'a, K, Node<K, T>> {
+        let shard = Index::<K, Node<K, T>>::shard_of(hash);
+        let at = self.shards[..self.count].partition_point(|&s| s < shard);
+        self.writers[at]
+            .as_mut()
+            .expect("the shard of every key of the node is locked")
     }
 }
 
@@ -405,16 +473,19 @@ pub struct Iter<'a, K, T> {
     guard: Guard,
 }
 
-impl<'a, K: Eq, T> Iterator for Iter<'a, K, T> {
+impl<'a, K, T> Iterator for Iter<'a, K, T> {
     type Item = Ref<'a, K, T>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             // SAFETY: the cursor has only ever been advanced under `self.guard`, which
             // is still pinned.
-            let (key, node) = unsafe { self.cursor.next(&self.registry.index, &self.guard) }?;
+            let entry = unsafe { self.cursor.next(&self.registry.index, &self.guard) }?;
+            let node = entry.node();
+            // SAFETY: pinned, so the node is not freed yet.
+            let node_ref = unsafe { &*node };
             // One entry per object yields it: the one for its first key.
-            if *key == node.keys()[0] && node.try_get() {
+            if std::ptr::eq(entry, node_ref.entries().as_ptr()) && node_ref.try_get() {
                 // SAFETY: `try_get` took the reference; the `Ref` borrows the table.
                 return Some(unsafe { Ref::new(node) });
             }
@@ -425,7 +496,7 @@ impl<'a, K: Eq, T> Iterator for Iter<'a, K, T> {
 impl<K, T, S> fmt::Debug for ResTable<K, T, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResTable")
-            .field("len", &self.registry.live.load(Ordering::Relaxed))
+            .field("len", &self.registry.index.objects())
             .finish_non_exhaustive()
     }
 }

@@ -11,6 +11,7 @@ mod support;
 use loom::sync::Arc;
 use loom::thread;
 use restable::{InsertErrorKind, Owner, ResTable};
+use std::hash::BuildHasher;
 use std::time::Duration;
 use support::{model, Qp};
 
@@ -358,5 +359,28 @@ fn iter_vs_kill() {
         restable::loom_collect();
         dumper.join().unwrap();
         bystander.kill_and_drain();
+    });
+}
+
+/// 12. Block reuse: a destroyed QP's memory goes to the next create, but only after its
+/// grace period. An event handler that matched the old QP's key before the destroy must
+/// not end up holding the object that took over the block: it gets the old QP or none.
+#[test]
+fn recycled_block_vs_stale_reader() {
+    // A block is reused by creates whose first key lives in the same index shard; under
+    // loom the index has two, picked by the hash's top bit.
+    let shard = |key: u32| restable::DefaultHashBuilder::default().hash_one(key) >> 63;
+    let neighbour = (QPN + 1..).find(|&key| shard(key) == shard(QPN)).unwrap();
+    model("recycled_block_vs_stale_reader", move || {
+        let table = Arc::new(Table::new());
+        let old = table.insert(&[QPN], Qp::new(21).0).unwrap();
+        let handler = spawn_event_handler(&table, QPN, 21);
+        let mut qp = old.kill_and_drain();
+        qp.scribble();
+        restable::loom_collect();
+        let new = table.insert(&[neighbour], Qp::new(22).0).unwrap();
+        handler.join().unwrap();
+        new.kill_and_drain();
+        restable::loom_collect();
     });
 }
