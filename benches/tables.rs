@@ -16,13 +16,15 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 use support::{
-    key, DashMapArc, Floor, Impl, KernelPattern, Key, MutexMap, Restable, RwLockMap, Slab,
+    key, DashMapArc, Floor, Impl, KernelPattern, Key, MutexMap, Restable, RestableSection,
+    RwLockMap, Session, Slab,
 };
 
 /// Runs `$bench::<I>($args)` for every implementation.
 macro_rules! for_each_impl {
     ($bench:ident($($arg:expr),*)) => {
         $bench::<Restable>($($arg),*);
+        $bench::<RestableSection>($($arg),*);
         $bench::<MutexMap>($($arg),*);
         $bench::<RwLockMap>($($arg),*);
         $bench::<KernelPattern>($($arg),*);
@@ -77,8 +79,12 @@ fn teardown<I: Impl>(table: &I, owners: Vec<I::Owner>) {
 fn hit<I: Impl>(group: &mut BenchmarkGroup<'_, WallTime>, n: u64, label: &str) {
     let (table, owners, lookups) = populate::<I>(n, 1);
     let mut i = 0;
+    let mut session = Session::new::<I>();
     group.bench_function(format!("{}/{label}", I::NAME), |b| {
-        b.iter(|| black_box(table.get_put(lookups[advance(&mut i, lookups.len())])))
+        b.iter(|| {
+            session.tick();
+            black_box(table.get_put(lookups[advance(&mut i, lookups.len())]))
+        })
     });
     teardown(&table, owners);
 }
@@ -99,19 +105,26 @@ fn miss<I: Impl>(group: &mut BenchmarkGroup<'_, WallTime>) {
     // Keys of objects that were never inserted (and slab keys never handed out).
     let misses: Vec<Key> = (0..1000).map(|i| key(1_000_000 + i, 0)).collect();
     let mut i = 0;
+    let mut session = Session::new::<I>();
     group.bench_function(I::NAME, |b| {
-        b.iter(|| black_box(table.get_put(misses[advance(&mut i, misses.len())])))
+        b.iter(|| {
+            session.tick();
+            black_box(table.get_put(misses[advance(&mut i, misses.len())]))
+        })
     });
     teardown(&table, owners);
 }
 
-/// Times `iters` calls of `op` on each of two threads at once; the slower thread's time.
-fn two_threads(iters: u64, op: impl Fn(usize, u64) + Sync) -> Duration {
+/// Times `iters` calls of `op` on each of two threads at once, each thread in its own
+/// lookup session for `I`; the slower thread's time.
+fn two_threads<I: Impl>(iters: u64, op: impl Fn(usize, u64) + Sync) -> Duration {
     let start_line = Barrier::new(2);
     let run = |t: usize| {
+        let mut session = Session::new::<I>();
         start_line.wait();
         let start = Instant::now();
         for i in 0..iters {
+            session.tick();
             op(t, i);
         }
         start.elapsed()
@@ -131,7 +144,7 @@ fn pair<I: Impl>(group: &mut BenchmarkGroup<'_, WallTime>, same_key: bool) {
     let (table, owners, lookups) = populate::<I>(2 * HALF as u64, 1);
     group.bench_function(I::NAME, |b| {
         b.iter_custom(|iters| {
-            two_threads(iters, |t, i| {
+            two_threads::<I>(iters, |t, i| {
                 let at = if same_key {
                     0
                 } else {
@@ -148,7 +161,7 @@ fn pair_floor(group: &mut BenchmarkGroup<'_, WallTime>, same_key: bool) {
     let floor = Floor::new(2 * HALF);
     group.bench_function("floor", |b| {
         b.iter_custom(|iters| {
-            two_threads(iters, |t, i| {
+            two_threads::<MutexMap>(iters, |t, i| {
                 let at = if same_key {
                     0
                 } else {
@@ -175,9 +188,11 @@ fn churn<I: Impl>(group: &mut BenchmarkGroup<'_, WallTime>, timed_lookups: bool)
         b.iter_custom(|iters| {
             let stop = AtomicBool::new(false);
             let lookup = |n: u64| {
+                let mut session = Session::new::<I>();
                 let start = Instant::now();
                 let (mut i, mut at) = (0, 0);
                 while i < n && !(n == u64::MAX && stop.load(Ordering::Relaxed)) {
+                    session.tick();
                     black_box(table.get_put(lookups[advance(&mut at, lookups.len())]));
                     i += 1;
                 }
@@ -264,6 +279,13 @@ fn mana_dispatch(group: &mut BenchmarkGroup<'_, WallTime>) {
     let mut i = 0;
     group.bench_function("restable", |b| {
         b.iter(|| table.handle_event(black_box(&events[advance(&mut i, events.len())])))
+    });
+    let mut session = Session::new::<RestableSection>();
+    group.bench_function("restable-section", |b| {
+        b.iter(|| {
+            session.tick();
+            table.handle_event(black_box(&events[advance(&mut i, events.len())]))
+        })
     });
     owners.into_iter().for_each(|o| drop(QpTable::remove_qp(o)));
 

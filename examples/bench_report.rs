@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// The column order; implementations not listed here follow in name order.
-const COLUMNS: [&str; 7] = [
+const COLUMNS: [&str; 8] = [
     "restable",
+    "restable-section",
     "floor",
     "mutex-hashmap",
     "rwlock-hashmap",

@@ -140,6 +140,7 @@
 //! | `index` | sharded, epoch-protected hash index of intrusive entries: lock-free find, locked link/unlink, growth |
 //! | `node` | the node (one block: header, keys, entries) and its state word; every transition of it |
 //! | `recycle` | retired node blocks going back to their shard for reuse |
+//! | `section` | [`ReadSection`]: one epoch pin for a batch of lookups |
 //! | `guard` | [`Owner`] and [`Ref`], the handles to an object |
 //! | `drain` | [`Dying`]: waiting for holders and taking the value back |
 //! | `error` | [`InsertError`], which always hands the value back |
@@ -157,6 +158,7 @@ mod index;
 pub mod mana;
 mod node;
 mod recycle;
+mod section;
 mod sync;
 mod table;
 
@@ -168,6 +170,7 @@ pub use sync::collect as loom_collect;
 pub use drain::Dying;
 pub use error::{InsertError, InsertErrorKind};
 pub use guard::{Owner, Ref};
+pub use section::{read_section, ReadSection};
 pub use table::{DefaultHashBuilder, Iter, ResTable, MAX_KEYS};
 
 /// The README's examples, compiled and run as doc tests so they cannot drift.

@@ -225,6 +225,10 @@ where
     /// Returns `None` if no live object answers to `key` — including one that is being
     /// killed, and one whose insert has not completed.
     ///
+    /// Each call pins the epoch, which costs a fence unless the thread is pinned already;
+    /// a handler that looks up a batch of ids can pin once for all of them with a
+    /// [`read_section`](crate::read_section).
+    ///
     /// ```
     /// use restable::ResTable;
     ///

@@ -3,7 +3,7 @@
 //! the same hasher as restable (foldhash).
 
 use parking_lot::{Condvar, Mutex, RwLock};
-use restable::{Owner, ResTable};
+use restable::{Owner, ReadSection, ResTable};
 use std::collections::HashMap;
 use std::hint::spin_loop;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -19,6 +19,8 @@ pub trait Impl: Sync + Sized {
     /// What the creator keeps to destroy the object later.
     type Owner: Send;
     const NAME: &'static str;
+    /// Whether lookup threads run their lookups in restable read sections.
+    const IN_SECTION: bool = false;
     fn with_capacity(objects: usize) -> Self;
     /// Stores `value` under `keys` (benchmarks never reuse a live key).
     fn insert(&self, keys: &[Key], value: Value) -> Self::Owner;
@@ -31,16 +33,56 @@ pub trait Impl: Sync + Sized {
     fn kill_and_drain(&self, owner: Self::Owner) -> Value;
 }
 
+/// Lookups per read section in the `restable-section` rows: about one interrupt's worth
+/// of events for an EQ handler, one poll for a CQ poller.
+pub const BATCH: u32 = 64;
+
+/// What a lookup thread keeps across its lookups: for `restable-section` a read section,
+/// refreshed every `BATCH` lookups; nothing for the others.
+pub struct Session {
+    section: Option<ReadSection>,
+    done: u32,
+}
+
+impl Session {
+    pub fn new<I: Impl>() -> Self {
+        Session {
+            section: I::IN_SECTION.then(restable::read_section),
+            done: 0,
+        }
+    }
+
+    /// Called once per lookup.
+    #[inline]
+    pub fn tick(&mut self) {
+        if let Some(section) = &mut self.section {
+            self.done += 1;
+            if self.done == BATCH {
+                self.done = 0;
+                section.refresh();
+            }
+        }
+    }
+}
+
 // ---- restable ---------------------------------------------------------------------------
 
-pub struct Restable(ResTable<Key, Value>);
+/// restable; with `SECTION`, lookup threads hold a read section (see `Session`).
+pub struct RestableIn<const SECTION: bool>(ResTable<Key, Value>);
+pub type Restable = RestableIn<false>;
+pub type RestableSection = RestableIn<true>;
 
-impl Impl for Restable {
+impl<const SECTION: bool> Impl for RestableIn<SECTION> {
     type Owner = Owner<Key, Value>;
-    const NAME: &'static str = "restable";
+    const NAME: &'static str = if SECTION {
+        "restable-section"
+    } else {
+        "restable"
+    };
+    const IN_SECTION: bool = SECTION;
 
     fn with_capacity(objects: usize) -> Self {
-        Restable(ResTable::with_capacity(objects))
+        RestableIn(ResTable::with_capacity(objects))
     }
     fn insert(&self, keys: &[Key], value: Value) -> Self::Owner {
         self.0.insert(keys, value).expect("benchmark keys are free")

@@ -10,6 +10,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// EQEs per simulated interrupt, and CQEs per poll, each batch in one read section.
+const BATCH: usize = 64;
+
 /// What to run.
 ///
 /// ```
@@ -197,21 +200,35 @@ impl Workload {
             // Stops the interrupt and poller threads however this closure ends, so a
             // panic here fails the run instead of hanging it.
             let _stop = StopOnDrop(stop);
+            // One "interrupt" handles a batch of EQEs, and one poll a batch of CQEs, in one
+            // read section, as the kernel runs them under one rcu_read_lock().
             s.spawn(move || {
                 let mut rng = SimRng::new(self.seed);
                 while !stop.load(Ordering::Relaxed) {
-                    driver
-                        .table()
-                        .handle_event(&driver.device().next_event(&mut rng));
+                    let _section = crate::read_section();
+                    for _ in 0..BATCH {
+                        driver
+                            .table()
+                            .handle_event(&driver.device().next_event(&mut rng));
+                    }
                 }
             });
             for poller in 0..self.pollers {
                 s.spawn(move || {
                     let mut rng = SimRng::new(self.seed + 100 + poller as u64);
                     while !stop.load(Ordering::Relaxed) {
-                        match driver.device().next_cqe(&mut rng) {
-                            Some(cqe) => drop(driver.table().handle_cqe(&cqe)),
-                            None => thread::yield_now(),
+                        let section = crate::read_section();
+                        let mut polled = 0;
+                        while let Some(cqe) = driver.device().next_cqe(&mut rng) {
+                            driver.table().handle_cqe(&cqe);
+                            polled += 1;
+                            if polled == BATCH {
+                                break;
+                            }
+                        }
+                        drop(section);
+                        if polled == 0 {
+                            thread::yield_now();
                         }
                     }
                 });
