@@ -183,11 +183,11 @@ impl<K, N> Index<K, N> {
         self.shards[Self::shard_of(hash)].incoming.push(block);
     }
 
-    /// Locks the shard `shard` for writing.
-    pub(crate) fn lock(&self, shard: usize) -> ShardWriter<'_, K, N> {
+    /// Locks the shard `shard` for writing; the writer reads it under `guard`.
+    pub(crate) fn lock<'a>(&'a self, shard: usize, guard: &'a Guard) -> ShardWriter<'a, K, N> {
         let shard = &self.shards[shard];
         ShardWriter {
-            guard: crate::sync::pin(),
+            guard,
             state: shard.writer.lock(),
             shard,
         }
@@ -295,12 +295,13 @@ impl<K, N> Shard<K, N> {
 
 /// A locked shard.
 pub(crate) struct ShardWriter<'a, K, N> {
-    /// Under the lock nothing the writer reads can be retired, so the pin is not what
-    /// keeps it safe; it is there to retire an array after a growth, and because loom
-    /// explored only one execution of an insert racing a get (instead of 53,439) when
-    /// writers read under `crossbeam_epoch::unprotected()`: we keep the models honest
-    /// for a pin that costs a few ns per insert or kill.
-    guard: Guard,
+    /// A pinned guard, shared by all the shards one insert or kill locks. Under the lock
+    /// nothing the writer reads can be retired, so the pin is not what keeps it safe; it
+    /// is there to retire an array after a growth, and because loom explored only one
+    /// execution of an insert racing a get (instead of 53,439) when writers read under
+    /// `crossbeam_epoch::unprotected()`: we keep the models honest for one pin per insert
+    /// or kill.
+    guard: &'a Guard,
     state: MutexGuard<'a, ShardState>,
     shard: &'a Shard<K, N>,
 }
@@ -312,14 +313,14 @@ impl<K, N> ShardWriter<'_, K, N> {
         K: Borrow<Q>,
         Q: Eq + ?Sized,
     {
-        self.shard.find(hash, key, &self.guard)
+        self.shard.find(hash, key, self.guard)
     }
 
     /// Unlinks the entry with this hash that belongs to `node`, if one is linked.
     /// Matching on the node rather than the key means kill needs nothing of `K`, and
     /// never removes a newer object's entry.
     pub(crate) fn unlink(&mut self, hash: u64, node: *const N) -> bool {
-        let guard = &self.guard;
+        let guard = self.guard;
         let buckets = self.buckets();
         let mut link = buckets.head(hash);
         loop {
@@ -349,7 +350,7 @@ impl<K, N> ShardWriter<'_, K, N> {
         if self.state.len >= self.buckets().heads.len() {
             self.grow();
         }
-        let guard = &self.guard;
+        let guard = self.guard;
         let buckets = self.buckets();
         let head = buckets.head(entry.hash);
         entry.next[buckets.link].store(head.load(Ordering::Relaxed, guard), Ordering::Relaxed);
@@ -390,7 +391,7 @@ impl<K, N> ShardWriter<'_, K, N> {
         unsafe {
             self.shard
                 .buckets
-                .load(Ordering::Acquire, &self.guard)
+                .load(Ordering::Acquire, self.guard)
                 .deref()
         }
     }
@@ -408,7 +409,7 @@ impl<K, N> ShardWriter<'_, K, N> {
                 return;
             }
         }
-        let guard = &self.guard;
+        let guard = self.guard;
         let old = self.buckets();
         let new = Buckets::new(old.heads.len() * 2, 1 - old.link);
         for head in old.heads.iter() {

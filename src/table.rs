@@ -193,7 +193,8 @@ where
             *hash = self.hasher.hash_one(key);
         }
         let hashes = &hashes[..keys.len()];
-        let mut locked = LockedShards::new(&self.registry.index, hashes.iter().copied());
+        let guard = sync::pin();
+        let mut locked = LockedShards::new(&self.registry.index, hashes.iter().copied(), &guard);
         let block = locked
             .writer(hashes[0])
             .take_block(Node::<K, T>::layout(keys.len()));
@@ -383,7 +384,8 @@ impl<K, T> Registry<K, T> {
         let was_live = node.kill();
         debug_assert!(was_live, "kill of a node that was not live");
         let entries = node.entries();
-        let mut locked = LockedShards::new(&self.index, entries.iter().map(Entry::hash));
+        let guard = sync::pin();
+        let mut locked = LockedShards::new(&self.index, entries.iter().map(Entry::hash), &guard);
         for entry in entries {
             let hash = entry.hash();
             locked.writer(hash).unlink(hash, node);
@@ -437,8 +439,14 @@ struct LockedShards<'a, K, T> {
 }
 
 impl<'a, K, T> LockedShards<'a, K, T> {
-    /// Locks the shards of these key hashes (at most `MAX_KEYS`).
-    fn new(index: &'a Index<K, Node<K, T>>, hashes: impl Iterator<Item = u64>) -> Self {
+    /// Locks the shards of these key hashes (at most `MAX_KEYS`); the writers read them
+    /// under `guard`.
+    #[inline]
+    fn new(
+        index: &'a Index<K, Node<K, T>>,
+        hashes: impl Iterator<Item = u64>,
+        guard: &'a Guard,
+    ) -> Self {
         let mut shards = [0usize; MAX_KEYS];
         let mut count = 0;
         for (shard, hash) in shards.iter_mut().zip(hashes) {
@@ -450,7 +458,7 @@ impl<'a, K, T> LockedShards<'a, K, T> {
             std::array::from_fn(|_| None);
         for (i, &shard) in shards[..count].iter().enumerate() {
             if i == 0 || shards[i - 1] != shard {
-                writers[i] = Some(index.lock(shard));
+                writers[i] = Some(index.lock(shard, guard));
             }
         }
         LockedShards {
