@@ -389,6 +389,50 @@ fn a_panicking_holder_puts_its_reference() {
     assert_eq!(owner.kill().try_drain().ok(), Some(42));
 }
 
+/// A key whose `Clone` panics when armed (insert clones keys into the node's block while
+/// it holds the shard locks).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct PanickyKey(u32);
+
+thread_local! {
+    static PANIC_IN_CLONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl Clone for PanickyKey {
+    fn clone(&self) -> Self {
+        if self.0 == 3 && PANIC_IN_CLONE.with(|armed| armed.get()) {
+            panic!("clone of key {} failed", self.0);
+        }
+        PanickyKey(self.0)
+    }
+}
+
+#[test]
+fn a_panicking_key_clone_leaves_nothing_behind() {
+    let table = ResTable::new();
+    let drops = counter();
+    let keys = [PanickyKey(1), PanickyKey(2), PanickyKey(3)];
+    PANIC_IN_CLONE.with(|armed| armed.set(true));
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        table.insert(&keys, Counted::new(1, &drops)).map(|_| ())
+    }));
+    PANIC_IN_CLONE.with(|armed| armed.set(false));
+    assert!(result.is_err(), "the clone did not panic");
+    assert_eq!(count(&drops), 1, "the value was not dropped exactly once");
+    assert!(table.is_empty());
+    for key in &keys {
+        assert!(
+            table.get(key).is_none(),
+            "a key of the failed insert resolves"
+        );
+    }
+    // The shard locks were released on the way out and nothing was linked.
+    let owner = table.insert(&keys, Counted::new(2, &drops)).unwrap();
+    assert_eq!(table.get(&PanickyKey(3)).map(|r| r.id), Some(2));
+    drop(owner.kill_and_drain());
+    assert_eq!(count(&drops), 2);
+}
+
 #[test]
 fn a_panicking_holder_thread_wakes_the_drainer() {
     let table = ResTable::new();
