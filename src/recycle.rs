@@ -18,9 +18,10 @@
 //!   there is no ABA problem; the taken blocks are the writer's alone and go onto the
 //!   shard's spare list, which only lock holders touch. Past [`KEEP`] spare blocks the
 //!   writer frees the rest (on the control path, where the allocator's cost belongs).
-//! - [`Spare::take`]: the spare list's first block if it has the layout the insert
-//!   needs; otherwise it frees that block and the insert allocates. Tables whose objects
-//!   all have the same number of keys (the usual case) always reuse.
+//! - [`Spare::take`]: the first spare block, among the first [`SCAN`], that has the
+//!   layout the insert needs; otherwise the insert allocates. Tables whose objects all
+//!   have the same number of keys (the usual case) always reuse the first block; tables
+//!   that mix a few shapes find theirs within a few.
 //!
 //! A block waiting here holds no key and no value: both were dropped or moved out before
 //! the node was retired. What stays allocated is bounded by `KEEP` blocks per shard, plus
@@ -35,6 +36,10 @@ use std::ptr::{self, NonNull};
 /// kills between two inserts of a busy writer without holding on to much memory once the
 /// table shrinks (32 shards × 64 blocks of a few hundred bytes).
 const KEEP: usize = 64;
+
+/// How many spare blocks an insert looks at for one of its layout (tables whose objects
+/// have different numbers of keys keep blocks of several layouts).
+const SCAN: usize = 8;
 
 /// What a retired block holds while it waits: written over the start of the dead node.
 struct Free {
@@ -163,21 +168,30 @@ impl Spare {
         }
     }
 
-    /// A spare block with `layout`, if the first one has it (it is freed otherwise).
+    /// A spare block with `layout`, if one is among the first [`SCAN`] spare blocks.
     pub(crate) fn take(&mut self, layout: Layout) -> Option<NonNull<u8>> {
-        if self.head.is_null() {
-            return None;
+        let mut at: *mut *mut Free = &mut self.head;
+        for _ in 0..SCAN {
+            // SAFETY: `at` is the list head or the `next` field of a link on it; links on
+            // the spare list are the lock holder's, i.e. ours.
+            let link = unsafe { *at };
+            if link.is_null() {
+                return None;
+            }
+            // SAFETY: as above.
+            if unsafe { (*link).layout } == layout {
+                // SAFETY: as above; unlinking it makes the block ours alone.
+                unsafe {
+                    let (block, next) = Block::from_link(link);
+                    *at = next;
+                    self.len -= 1;
+                    return Some(block.ptr);
+                }
+            }
+            // SAFETY: as above.
+            at = unsafe { &mut (*link).next };
         }
-        // SAFETY: links on the spare list are the lock holder's, i.e. ours.
-        let (block, next) = unsafe { Block::from_link(self.head) };
-        self.head = next;
-        self.len -= 1;
-        if block.layout == layout {
-            Some(block.ptr)
-        } else {
-            block.free();
-            None
-        }
+        None
     }
 }
 
@@ -205,30 +219,26 @@ mod tests {
 
     #[test]
     fn blocks_come_back_only_with_their_layout() {
+        let small = Layout::from_size_align(64, 8).unwrap();
+        let big = Layout::from_size_align(128, 8).unwrap();
         let incoming = Incoming::new();
         let mut spare = Spare::new();
         let a = block(64);
         let a_ptr = a.ptr;
         incoming.push(a);
         incoming.push(block(128));
-        assert!(spare
-            .take(Layout::from_size_align(64, 8).unwrap())
-            .is_none());
+        assert!(spare.take(small).is_none(), "nothing absorbed yet");
         spare.absorb(&incoming);
         assert_eq!(spare.len, 2);
-        // Absorbing reverses the stack: `a` comes first, then the 128-byte block, which
-        // does not fit a 64-byte request and is freed.
-        let got = spare.take(Layout::from_size_align(64, 8).unwrap());
-        assert_eq!(got, Some(a_ptr));
-        assert!(spare
-            .take(Layout::from_size_align(64, 8).unwrap())
-            .is_none());
+        // Absorbing reverses the stack, so `a` comes first: a request for the other
+        // layout finds its block behind it, and then none is left for that layout.
+        let got_big = spare.take(big).expect("the 128-byte block is spare");
+        assert!(spare.take(big).is_none());
+        assert_eq!(spare.take(small), Some(a_ptr));
         assert_eq!(spare.len, 0);
-        Block {
-            ptr: got.unwrap(),
-            layout: Layout::from_size_align(64, 8).unwrap(),
+        for (ptr, layout) in [(got_big, big), (a_ptr, small)] {
+            Block { ptr, layout }.free();
         }
-        .free();
     }
 
     #[test]

@@ -20,13 +20,19 @@ fn collect_garbage() {
     }
 }
 
-/// Inserts and kills `rounds` objects with six keys each (a reference out during each
-/// kill), half drained, half abandoned to the last reference.
-fn churn(table: &ResTable<u32, [u64; 4]>, rounds: u32) {
+/// Inserts and kills `rounds` objects (a reference out during each kill), half drained,
+/// half abandoned to the last reference. Every object has six keys, or with `mixed`
+/// every third has only the first of them (so both shapes share home shards).
+fn churn_shapes(table: &ResTable<u32, [u64; 4]>, rounds: u32, mixed: bool) {
     for round in 0..rounds {
-        let keys: Vec<u32> = (0..6).map(|k| 1_000 + (round % 50) * 6 + k).collect();
-        let owner = table.insert(&keys, [round as u64; 4]).unwrap();
-        let r = table.get(&keys[5]).unwrap();
+        let all: [u32; 6] = std::array::from_fn(|k| 1_000 + (round % 50) * 6 + k as u32);
+        let keys = if mixed && round % 3 == 0 {
+            &all[..1]
+        } else {
+            &all[..]
+        };
+        let owner = table.insert(keys, [round as u64; 4]).unwrap();
+        let r = table.get(&keys[keys.len() - 1]).unwrap();
         let dying = owner.kill();
         drop(r);
         if round % 2 == 0 {
@@ -35,6 +41,10 @@ fn churn(table: &ResTable<u32, [u64; 4]>, rounds: u32) {
             drop(dying);
         }
     }
+}
+
+fn churn(table: &ResTable<u32, [u64; 4]>, rounds: u32) {
+    churn_shapes(table, rounds, false);
 }
 
 #[test]
@@ -72,6 +82,15 @@ fn lookups_do_not_allocate_and_killed_objects_are_reclaimed() {
         grown < 4 * 1024,
         "{grown} bytes not reclaimed after 20000 cycles"
     );
+
+    // Once warm, the churn reuses killed objects' blocks instead of allocating, also
+    // when objects of two shapes (six keys, one key) take turns.
+    churn_shapes(&table, 2_000, true);
+    let before = thread_allocs();
+    churn_shapes(&table, 2_000, true);
+    let allocs = thread_allocs() - before;
+    eprintln!("allocations in 2000 warm insert/kill cycles of mixed shapes: {allocs}");
+    assert!(allocs < 100, "{allocs} allocations in 2000 warm cycles");
 
     // A read section holds reclamation back (that is its price): killed blocks cannot be
     // reused while it is open, so the same churn allocates; once it closes they are.
