@@ -30,6 +30,14 @@ pub type DefaultHashBuilder = foldhash::fast::FixedState;
 ///
 /// See the [crate documentation](crate) for the algorithm.
 ///
+/// Memory: an object is one allocation (its value, keys and index entries). When it is
+/// destroyed, that block waits for the epoch's grace period and then goes back to the
+/// table for the next insert instead of to the allocator; each of the index's 32 shards
+/// keeps up to 64 such blocks, and frees the rest. So a table that shrinks keeps a little
+/// memory for later, and a table under steady churn does not call the allocator at all.
+/// Once the table and its last `Owner` are gone, everything is freed as the epoch catches
+/// up.
+///
 /// ```
 /// use restable::ResTable;
 ///
