@@ -74,7 +74,8 @@
 //!   linked before every check passed, so a failed insert was never visible and hands the
 //!   value back; and since the node is not live until every key is linked, a `get` that
 //!   succeeds on one key implies all keys resolve.
-//! - **get**: pin the epoch, hash, walk one chain of one shard, and on a key match CAS
+//! - **get**: pin the epoch (inside a [`ReadSection`] a nested pin, which only bumps a
+//!   counter), hash, walk one chain of one shard, and on a key match CAS
 //!   `refs + 1` into the word if `LIVE` is set — the successful CAS is the linearization
 //!   point. No lock, no wait on a writer (a CAS retries only because another thread
 //!   changed the word), no allocation.
