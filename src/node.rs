@@ -240,6 +240,12 @@ impl<K, T> Node<K, T> {
         unsafe { std::slice::from_raw_parts(self.keys.as_ptr(), self.len) }
     }
 
+    /// The hash that picks the node's home shard, its first key's: the shard that counts
+    /// the node among the table's objects and that its block goes back to.
+    pub(crate) fn home(&self) -> u64 {
+        self.entries()[0].hash()
+    }
+
     /// The node's index entries, one per key.
     pub(crate) fn entries(&self) -> &[Entry<K, Node<K, T>>] {
         // SAFETY: `alloc` wrote `len` entries there; they live as long as the node.

@@ -203,6 +203,7 @@ where
         let hashes = &hashes[..keys.len()];
         let guard = sync::pin();
         let mut locked = LockedShards::new(&self.registry.index, hashes.iter().copied(), &guard);
+        // The node's home shard is its first key's (see `Node::home`).
         let block = locked
             .writer(hashes[0])
             .take_block(Node::<K, T>::layout(keys.len()));
@@ -379,7 +380,7 @@ impl<K: Eq + Clone, T> Registry<K, T> {
             unsafe { locked.writer(entry.hash()).link(entry) };
         }
         node.publish();
-        locked.writer(node.entries()[0].hash()).add_objects(1);
+        locked.writer(node.home()).add_objects(1);
         Ok(())
     }
 }
@@ -398,7 +399,7 @@ impl<K, T> Registry<K, T> {
             let hash = entry.hash();
             locked.writer(hash).unlink(hash, node);
         }
-        let home = locked.writer(entries[0].hash());
+        let home = locked.writer(node.home());
         home.add_objects(-1);
         home.absorb_recycled();
     }
@@ -410,7 +411,7 @@ impl<K, T> Registry<K, T> {
     unsafe fn recycle(&self, node: *mut Node<K, T>) {
         // SAFETY: the caller's contract: the node is intact until `dispose`.
         unsafe {
-            let home = (*node).entries()[0].hash();
+            let home = (*node).home();
             self.index.recycle(home, Node::dispose(node));
         }
     }
