@@ -365,7 +365,7 @@ impl<K, N> ShardWriter<'_, K, N> {
         &mut self,
         layout: std::alloc::Layout,
     ) -> Option<std::ptr::NonNull<u8>> {
-        self.state.spare.absorb(&self.shard.incoming);
+        self.absorb_recycled();
         self.state.spare.take(layout)
     }
 
