@@ -25,9 +25,17 @@ const RQ: u32 = 0x3;
 
 /// The event path on its own thread: look the QP up under `key` and, if found, read it
 /// while holding the reference (it must still hold `payload`).
-fn spawn_event_handler(table: &Arc<Table>, key: u32, payload: u32) -> thread::JoinHandle<()> {
+/// Runs `f` on a new loom thread with its own handle to `table`.
+fn spawn_with<R: 'static>(
+    table: &Arc<Table>,
+    f: impl FnOnce(Arc<Table>) -> R + 'static,
+) -> thread::JoinHandle<R> {
     let table = Arc::clone(table);
-    thread::spawn(move || {
+    thread::spawn(move || f(table))
+}
+
+fn spawn_event_handler(table: &Arc<Table>, key: u32, payload: u32) -> thread::JoinHandle<()> {
+    spawn_with(table, move |table| {
         if let Some(qp) = table.get(&key) {
             assert_eq!(qp.read(), payload, "a holder saw a destroyed QP");
         }
@@ -85,10 +93,9 @@ fn last_put_vs_drainer_parking() {
 fn get_vs_insert_publish() {
     model("get_vs_insert_publish", || {
         let table = Arc::new(Table::new());
-        let creator = {
-            let table = Arc::clone(&table);
-            thread::spawn(move || table.insert(&[QPN, RQ], Qp::new(3).0).unwrap())
-        };
+        let creator = spawn_with(&table, move |table| {
+            table.insert(&[QPN, RQ], Qp::new(3).0).unwrap()
+        });
         if let Some(qp) = table.get(&RQ) {
             assert_eq!(qp.read(), 3, "half-initialized object");
             assert_eq!(qp.keys(), &[QPN, RQ]);
@@ -105,10 +112,9 @@ fn get_vs_insert_publish() {
 fn multi_key_insert_is_atomic() {
     model("multi_key_insert_is_atomic", || {
         let table = Arc::new(Table::new());
-        let creator = {
-            let table = Arc::clone(&table);
-            thread::spawn(move || table.insert(&[SQ, RQ], Qp::new(4).0).unwrap())
-        };
+        let creator = spawn_with(&table, move |table| {
+            table.insert(&[SQ, RQ], Qp::new(4).0).unwrap()
+        });
         let on_sq = table.get(&SQ).is_some();
         let on_rq = table.get(&RQ).is_some();
         assert!(
@@ -129,17 +135,14 @@ fn failed_insert_is_never_visible() {
     model("failed_insert_is_never_visible", || {
         let table = Arc::new(Table::new());
         let blocker = table.insert(&[RQ], Qp::new(0).0).unwrap();
-        let creator = {
-            let table = Arc::clone(&table);
-            thread::spawn(move || {
-                let err = table.insert(&[SQ, RQ], Qp::new(5).0).unwrap_err();
-                assert_eq!(
-                    (err.kind(), err.key()),
-                    (InsertErrorKind::KeyInUse, Some(&RQ))
-                );
-                assert_eq!(err.into_value().read(), 5);
-            })
-        };
+        let creator = spawn_with(&table, move |table| {
+            let err = table.insert(&[SQ, RQ], Qp::new(5).0).unwrap_err();
+            assert_eq!(
+                (err.kind(), err.key()),
+                (InsertErrorKind::KeyInUse, Some(&RQ))
+            );
+            assert_eq!(err.into_value().read(), 5);
+        });
         assert!(
             table.get(&SQ).is_none(),
             "got a reference to a failed insert"
@@ -159,17 +162,14 @@ fn get_by_wq_id_vs_kill() {
     model("get_by_wq_id_vs_kill", || {
         let table = Arc::new(Table::new());
         let owner = table.insert(&[QPN, SQ, RQ], Qp::new(6).0).unwrap();
-        let poller = {
-            let table = Arc::clone(&table);
-            thread::spawn(move || {
-                let on_qpn = table.get(&QPN).map(|qp| qp.read());
-                let on_rq = table.get(&RQ).map(|qp| qp.read());
-                assert!(
-                    on_qpn.is_some() || on_rq.is_none(),
-                    "killed under QPN, live under RQ"
-                );
-            })
-        };
+        let poller = spawn_with(&table, move |table| {
+            let on_qpn = table.get(&QPN).map(|qp| qp.read());
+            let on_rq = table.get(&RQ).map(|qp| qp.read());
+            assert!(
+                on_qpn.is_some() || on_rq.is_none(),
+                "killed under QPN, live under RQ"
+            );
+        });
         let mut qp = owner.kill_and_drain();
         qp.scribble();
         for key in [QPN, SQ, RQ] {
@@ -208,14 +208,11 @@ fn reuse_after_kill_vs_get() {
 fn two_inserts_for_one_key() {
     model("two_inserts_for_one_key", || {
         let table = Arc::new(Table::new());
-        let other = {
-            let table = Arc::clone(&table);
-            thread::spawn(move || {
-                table
-                    .insert(&[RQ, QPN], Qp::new(9).0)
-                    .map_err(|e| e.into_value().read())
-            })
-        };
+        let other = spawn_with(&table, move |table| {
+            table
+                .insert(&[RQ, QPN], Qp::new(9).0)
+                .map_err(|e| e.into_value().read())
+        });
         let mine = table
             .insert(&[QPN], Qp::new(10).0)
             .map_err(|e| e.into_value().read());
@@ -242,16 +239,13 @@ fn ref_clone_vs_drain() {
     model("ref_clone_vs_drain", || {
         let table = Arc::new(Table::new());
         let owner = table.insert(&[QPN], Qp::new(11).0).unwrap();
-        let holder = {
-            let table = Arc::clone(&table);
-            thread::spawn(move || {
-                if let Some(first) = table.get(&QPN) {
-                    let second = first.clone();
-                    drop(first);
-                    assert_eq!(second.read(), 11);
-                }
-            })
-        };
+        let holder = spawn_with(&table, move |table| {
+            if let Some(first) = table.get(&QPN) {
+                let second = first.clone();
+                drop(first);
+                assert_eq!(second.read(), 11);
+            }
+        });
         let dying = owner.kill();
         let mut qp = dying.drain();
         qp.scribble();
@@ -290,15 +284,12 @@ fn index_growth_vs_get() {
     model("index_growth_vs_get", || {
         let table = Arc::new(Table::new());
         let present = table.insert(&[QPN], Qp::new(14).0).unwrap();
-        let reader = {
-            let table = Arc::clone(&table);
-            thread::spawn(move || {
-                let qp = table
-                    .get(&QPN)
-                    .expect("a live object vanished during growth");
-                assert_eq!(qp.read(), 14);
-            })
-        };
+        let reader = spawn_with(&table, move |table| {
+            let qp = table
+                .get(&QPN)
+                .expect("a live object vanished during growth");
+            assert_eq!(qp.read(), 14);
+        });
         // Three more keys over two shards: some shard now holds two and grows.
         let grower = table.insert(&[1, 2, 3], Qp::new(15).0).unwrap();
         reader.join().unwrap();
@@ -316,15 +307,12 @@ fn second_growth_vs_get() {
     model("second_growth_vs_get", || {
         let table = Arc::new(Table::new());
         let present = table.insert(&[QPN], Qp::new(18).0).unwrap();
-        let reader = {
-            let table = Arc::clone(&table);
-            thread::spawn(move || {
-                let qp = table
-                    .get(&QPN)
-                    .expect("a live object vanished during growth");
-                assert_eq!(qp.read(), 18);
-            })
-        };
+        let reader = spawn_with(&table, move |table| {
+            let qp = table
+                .get(&QPN)
+                .expect("a live object vanished during growth");
+            assert_eq!(qp.read(), 18);
+        });
         let first = table.insert(&[1, 2, 3], Qp::new(19).0).unwrap();
         restable::loom_collect();
         let second = table.insert(&[4, 5, 6], Qp::new(20).0).unwrap();
@@ -346,14 +334,11 @@ fn iter_vs_kill() {
         let table = Arc::new(Table::new());
         let victim = table.insert(&[QPN], Qp::new(16).0).unwrap();
         let bystander = table.insert(&[RQ], Qp::new(17).0).unwrap();
-        let dumper = {
-            let table = Arc::clone(&table);
-            thread::spawn(move || {
-                let seen: Vec<u32> = table.iter().map(|qp| qp.read()).collect();
-                assert!(seen.contains(&17), "a live object was skipped: {seen:?}");
-                assert!(seen.iter().all(|&v| v == 16 || v == 17));
-            })
-        };
+        let dumper = spawn_with(&table, move |table| {
+            let seen: Vec<u32> = table.iter().map(|qp| qp.read()).collect();
+            assert!(seen.contains(&17), "a live object was skipped: {seen:?}");
+            assert!(seen.iter().all(|&v| v == 16 || v == 17));
+        });
         let mut qp = victim.kill_and_drain();
         qp.scribble();
         restable::loom_collect();
