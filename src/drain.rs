@@ -69,9 +69,17 @@ impl<K, T> Dying<K, T> {
     /// Waits until every reference is put (spinning briefly, then parking) and returns
     /// the value. The last put wakes the drain; no wake-up can be lost.
     ///
+    /// # Deadlock
+    ///
     /// Never returns while the calling thread itself holds a [`Ref`](crate::Ref) to the
-    /// object: drop it first, or use [`drain_timeout`](Self::drain_timeout) when a
-    /// holder may be stuck.
+    /// object — the drain waits for that reference, and the reference waits for the
+    /// thread. A close-by-name path writes exactly this (`get(name)`, find the owner,
+    /// `kill_and_drain`): drop the `Ref` first, or use
+    /// [`drain_timeout`](Self::drain_timeout) when a holder may be stuck. (It is
+    /// dashmap's "`remove` while holding a `Ref`" deadlock.) restable does not try to
+    /// detect it: a `Ref` is `Send`, so a reference taken on this thread may be held —
+    /// and later dropped — by another one at the moment of the drain, and no check at
+    /// that moment can tell the two apart without firing on correct code.
     ///
     /// ```
     /// let table = restable::ResTable::new();

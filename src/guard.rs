@@ -2,7 +2,7 @@
 //! [`Ref`] (a counted reference from get-ref, put when it drops).
 
 use crate::drain::Dying;
-use crate::node::{self, Node, Release};
+use crate::node::{Node, Release};
 use crate::sync::Arc;
 use crate::table::{self, Registry};
 use std::fmt;
@@ -102,6 +102,9 @@ impl<K, T> Owner<K, T> {
     /// Kills the object, waits for every reference to be put and returns the value: the
     /// destroy path of a driver, before it frees the hardware IDs.
     ///
+    /// Never returns while the calling thread holds a [`Ref`] to the object: see
+    /// [`Dying::drain`]'s "Deadlock".
+    ///
     /// ```
     /// let table = restable::ResTable::new();
     /// let owner = table.insert(&[9u32], String::from("cq")).unwrap();
@@ -137,13 +140,10 @@ impl<K, T> Drop for Owner<K, T> {
 /// `node` is killed and unlinked from `registry`'s index, and the caller holds its owner
 /// and never touches it again.
 pub(crate) unsafe fn abandon<K, T>(node: NonNull<Node<K, T>>, registry: Arc<Registry<K, T>>) {
-    // SAFETY: the owner keeps the node alive until this call.
-    if let Release::Last = unsafe { node.as_ref() }.abandon() {
+    // SAFETY: the caller's owner keeps the node alive until this call, and gives it up.
+    if let Release::Last = unsafe { Node::abandon(node.as_ptr()) } {
         // SAFETY: `Last`: no reference is out and the owner is gone.
-        unsafe {
-            node::drop_value(node.as_ptr());
-            table::retire(node.as_ptr(), Some(registry));
-        }
+        unsafe { table::drop_and_retire(node.as_ptr(), Some(registry)) }
     }
 }
 
@@ -256,12 +256,10 @@ impl<K, T> Clone for Ref<'_, K, T> {
 impl<K, T> Drop for Ref<'_, K, T> {
     #[inline]
     fn drop(&mut self) {
-        if let Release::Last = self.node().put() {
+        // SAFETY: we hold a reference, given up here, once.
+        if let Release::Last = unsafe { Node::put(self.node.as_ptr()) } {
             // SAFETY: `Last`: the owner let go and ours was the last reference.
-            unsafe {
-                node::drop_value(self.node.as_ptr());
-                table::retire(self.node.as_ptr(), None);
-            }
+            unsafe { table::drop_and_retire(self.node.as_ptr(), None) }
         }
     }
 }

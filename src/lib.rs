@@ -101,8 +101,11 @@
 //!   holds a reference, so the count cannot reach zero meanwhile.
 //! - Put: `Release` `fetch_sub`, so a holder's reads of the value happen before the drain
 //!   takes it; the drainer's `Acquire` load of zero synchronizes with every put (they
-//!   form one release sequence on the word). The last holder that drops the value uses
-//!   an `Acquire` fence first, as `Arc::drop` does.
+//!   form one release sequence on the word). The last holder that drops the value first
+//!   loads the word with `Acquire` — it reads its own decrement, the end of that release
+//!   sequence — where `Arc::drop` has a fence: the same guarantee, and ThreadSanitizer
+//!   (which does not model fences) can follow it, so code using restable runs clean
+//!   under TSan.
 //! - Kill: `AcqRel` `fetch_and`. What the guarantee needs is only that kill's write
 //!   precedes the unlinking in program order: a reader that observes an unlink (or a newer
 //!   entry linked after it) through `Acquire` also observes `LIVE` cleared, and any get's
@@ -132,6 +135,28 @@
 //! new bucket array; it waits for the array before the last one to be freed, since it
 //! reuses that array's links. A reader that reaches a killed node only reads its state word
 //! (its CAS fails), never the value, and holds nothing that delays the drain.
+//!
+//! **The last user holds no reference into the node.** A put or an abandon may, with its
+//! read-modify-write, make another thread the node's last user, which may then drop the
+//! value and recycle or free the block at once. So every function that may give a node
+//! away (put, abandon, and the stale reader's `try_get`) works from a raw pointer and
+//! touches only `&AtomicUsize` — never a `&Node`, which as a function argument would
+//! assert that the whole block stays untouched until it returns (rust-lang/rust#55005;
+//! `tests/last_user.rs` shows the difference under Miri's Tree Borrows).
+//!
+//! # User code: what runs where, and what a panic in it does
+//!
+//! | user code | runs | if it panics |
+//! | --- | --- | --- |
+//! | `K: Hash` | in `insert`/`get`, before any lock | the call unwinds; nothing changed |
+//! | `K: Clone` | in `insert`, before any lock (the table keeps clones of the keys) | the clones so far and the value are dropped; nothing changed |
+//! | `K: Eq` | in `get`, and in `insert` **under its shard locks** | the locks are released, then the clones and the value dropped |
+//! | `T: Drop` | where the last of `Owner`/`Dying`/`Ref` goes, never under a lock | the node is still retired (nothing leaks); the panic goes on |
+//! | `K: Drop` | when a retired node is freed, in the epoch's collector on whichever thread collects | contained: reported by the panic hook, the rest of that key array and of the collector's garbage is still freed, and the unrelated call that happened to collect goes on |
+//!
+//! So `K::eq` is the only user code that runs under a shard lock: a key's `Eq` must not
+//! use the table it is a key of. `T::drop` may use the table freely. A panic while
+//! already panicking aborts, as everywhere in Rust.
 //!
 //! # Modules
 //!

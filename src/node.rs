@@ -17,8 +17,10 @@
 use crate::index::Entry;
 use crate::recycle::Block;
 use crate::sync::{self, AtomicUsize, Ordering, Parked};
+use crate::table::MAX_KEYS;
 use std::alloc::{self, Layout};
-use std::mem::ManuallyDrop;
+use std::mem::{ManuallyDrop, MaybeUninit};
+use std::panic::{self, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 use std::time::Instant;
 
@@ -73,26 +75,56 @@ struct Blocks {
     entries: usize,
 }
 
-/// A block whose keys are being written: if a key's clone or hash panics, drops the
-/// keys written so far and frees the block (the value, not yet moved in, unwinds with
-/// the caller).
-struct Building<K> {
-    base: NonNull<u8>,
-    layout: Layout,
-    keys: NonNull<K>,
-    written: usize,
+/// An insert's own clones of its keys, made before it takes any shard lock: `K::clone`
+/// is user code, which may panic or block, and must not run under a lock. Moved into the
+/// node's block (a plain copy) once the insert has checked its keys; dropped with
+/// whatever is left, on the caller's thread, outside any lock.
+pub(crate) struct ClonedKeys<K> {
+    keys: [MaybeUninit<K>; MAX_KEYS],
+    /// How many of `keys`, from the front, are initialized and ours.
+    len: usize,
 }
 
-impl<K> Drop for Building<K> {
+impl<K: Clone> ClonedKeys<K> {
+    /// Clones `keys` (at most `MAX_KEYS`). If a clone panics, the ones made so far are
+    /// dropped on the way out.
+    pub(crate) fn new(keys: &[K]) -> Self {
+        let mut cloned = ClonedKeys {
+            keys: [const { MaybeUninit::uninit() }; MAX_KEYS],
+            len: 0,
+        };
+        for (slot, key) in cloned.keys.iter_mut().zip(keys) {
+            slot.write(key.clone());
+            cloned.len += 1;
+        }
+        cloned
+    }
+}
+
+impl<K> ClonedKeys<K> {
+    /// Takes key `i` out; the others stay to be dropped.
+    pub(crate) fn take(mut self, i: usize) -> K {
+        assert!(i < self.len, "restable: cloned key {i} out of range");
+        // SAFETY: `i < len`, so the slot is initialized; swapping the last initialized
+        // key into it and shrinking `len` keeps `keys[..len]` exactly the ones we own.
+        unsafe {
+            let key = self.keys[i].assume_init_read();
+            self.len -= 1;
+            let last = self.keys[self.len].as_ptr();
+            ptr::copy(last, self.keys[i].as_mut_ptr(), 1);
+            key
+        }
+    }
+}
+
+impl<K> Drop for ClonedKeys<K> {
     fn drop(&mut self) {
-        // SAFETY: the first `written` keys were written and nothing else refers to the
-        // block, which `alloc::alloc` made with `layout`.
+        // SAFETY: `keys[..len]` are initialized and ours.
         unsafe {
             ptr::drop_in_place(ptr::slice_from_raw_parts_mut(
-                self.keys.as_ptr(),
-                self.written,
-            ));
-            alloc::dealloc(self.base.as_ptr(), self.layout);
+                self.keys.as_mut_ptr().cast::<K>(),
+                self.len,
+            ))
         }
     }
 }
@@ -130,78 +162,46 @@ impl<K, T> Node<K, T> {
     }
 
     /// A node that is owned but not yet live (no `get` can take a reference to it), with
-    /// an index entry for each key; `hashes[i]` is `keys[i]`'s hash. It is built in
-    /// `block` (a recycled block with `layout(keys.len())`) or in a new allocation. If
-    /// cloning a key panics, the block is freed and `value` dropped on the way out.
+    /// an index entry for each key; `hashes[i]` is key `i`'s hash. It is built in `block`
+    /// (a recycled block with `layout(keys.len())`) or in a new allocation, in place:
+    /// `value` is written straight into the block, never into a `Node` on the stack
+    /// first, so a large `T` costs no extra stack copy. Runs no user code.
     pub(crate) fn new_in(
         block: Option<NonNull<u8>>,
-        keys: &[K],
+        keys: ClonedKeys<K>,
         hashes: &[u64],
         value: T,
-    ) -> NonNull<Self>
-    where
-        K: Clone,
-    {
-        debug_assert_eq!(keys.len(), hashes.len());
-        let blocks = Self::blocks(keys.len());
+    ) -> NonNull<Self> {
+        let len = keys.len;
+        debug_assert_eq!(len, hashes.len());
+        let blocks = Self::blocks(len);
         let base = block.unwrap_or_else(|| {
             // SAFETY: the layout is never zero-sized (the header holds the state word).
             let base = unsafe { alloc::alloc(blocks.layout) };
             NonNull::new(base).unwrap_or_else(|| alloc::handle_alloc_error(blocks.layout))
         });
-        // SAFETY: both offsets lie inside the block, as `blocks` computed them.
-        let (at_keys, at_entries) = unsafe {
-            (
-                base.add(blocks.keys).cast::<K>(),
-                base.add(blocks.entries).cast::<Entry<K, Self>>(),
-            )
-        };
         let node = base.cast::<Self>();
-        let mut building = Building {
-            base,
-            layout: blocks.layout,
-            keys: at_keys,
-            written: 0,
-        };
-        for (i, (key, &entry_hash)) in keys.iter().zip(hashes).enumerate() {
-            // SAFETY: slot `i` of each array is inside the block and not yet written;
-            // `building` drops the keys written so far if a later clone panics.
-            unsafe {
-                let key_at = at_keys.add(i);
-                key_at.write(key.clone());
-                building.written = i + 1;
+        let keys = ManuallyDrop::new(keys);
+        // SAFETY: both offsets lie inside the block, as `blocks` computed them; every
+        // field and array slot written below is inside the block and not yet written.
+        // The keys are moved (copied, and `keys` forgotten), so they are owned once.
+        unsafe {
+            let at_keys = base.add(blocks.keys).cast::<K>();
+            let at_entries = base.add(blocks.entries).cast::<Entry<K, Self>>();
+            ptr::copy_nonoverlapping(keys.keys.as_ptr().cast::<K>(), at_keys.as_ptr(), len);
+            for (i, &hash) in hashes.iter().enumerate() {
                 at_entries
                     .add(i)
-                    .write(Entry::new(entry_hash, key_at.as_ptr(), node.as_ptr()));
+                    .write(Entry::new(hash, at_keys.add(i).as_ptr(), node.as_ptr()));
             }
+            let at = node.as_ptr();
+            ptr::addr_of_mut!((*at).state).write(AtomicUsize::new(OWNED));
+            ptr::addr_of_mut!((*at).keys).write(at_keys);
+            ptr::addr_of_mut!((*at).entries).write(at_entries);
+            ptr::addr_of_mut!((*at).len).write(len);
+            ptr::addr_of_mut!((*at).value).cast::<T>().write(value);
         }
-        std::mem::forget(building);
-        // SAFETY: the header is inside the block and not yet written.
-        unsafe {
-            node.write(Node {
-                state: AtomicUsize::new(OWNED),
-                keys: at_keys,
-                entries: at_entries,
-                len: keys.len(),
-                value: ManuallyDrop::new(value),
-            })
-        };
         node
-    }
-
-    /// The value of a node that was never published (its insert failed); frees the node.
-    ///
-    /// # Safety
-    /// `node` came from `new_in`, was never linked, and is not used again.
-    pub(crate) unsafe fn into_value(node: NonNull<Self>) -> T {
-        // SAFETY: nobody else ever saw the node; the value is moved out before `free`,
-        // which leaves it alone.
-        unsafe {
-            debug_assert_eq!(node.as_ref().state(), OWNED);
-            let value = ptr::read(&*node.as_ref().value);
-            Self::free(node.as_ptr());
-            value
-        }
     }
 
     /// Drops the header and the keys and frees the block; leaves the value alone.
@@ -221,13 +221,16 @@ impl<K, T> Node<K, T> {
     /// moved out or dropped.
     pub(crate) unsafe fn dispose(node: *mut Self) -> Block {
         // SAFETY: the caller's contract; `len` and the array pointers describe the block
-        // `new_in` built, whose entries need no drop beyond their own fields.
+        // `new_in` built, whose entries and header need no drop (the value is separate).
         unsafe {
             let len = (*node).len;
-            let (keys, entries) = ((*node).keys, (*node).entries);
-            ptr::drop_in_place(ptr::slice_from_raw_parts_mut(entries.as_ptr(), len));
-            ptr::drop_in_place(ptr::slice_from_raw_parts_mut(keys.as_ptr(), len));
-            ptr::drop_in_place(node);
+            let keys = ptr::slice_from_raw_parts_mut((*node).keys.as_ptr(), len);
+            // This usually runs in the epoch's collector, on whichever thread collects: a
+            // panicking `K::drop` must not escape from that thread's unrelated `get`, nor
+            // skip the rest of the collector's garbage. The panic hook has already
+            // reported it; the block is freed regardless. (A slice's drop goes on with
+            // the remaining keys after one panics.)
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| ptr::drop_in_place(keys)));
             Block {
                 ptr: NonNull::new_unchecked(node.cast()),
                 layout: Self::blocks(len).layout,
@@ -265,8 +268,42 @@ impl<K, T> Node<K, T> {
         self.state.load(Ordering::Acquire) & REFS
     }
 
-    pub(crate) fn is_live(&self) -> bool {
-        self.state.load(Ordering::Acquire) & LIVE != 0
+    /// The state word of the node at `node`: all that a thread which may not be the
+    /// node's last user touches. Never a `&Node`: as a function argument a `&Node` is
+    /// protected for the whole call, so another thread freeing or reusing the block the
+    /// moment our read-modify-write lets it would be undefined behaviour even if we
+    /// never read the node again (rust-lang/rust#55005, the bug `Arc::drop` had). A
+    /// reference to the atomic alone is not violated by that, as long as we do not use
+    /// it after the decisive RMW.
+    ///
+    /// # Safety
+    /// The block stays allocated for `'a` (the caller is pinned, or holds a reference or
+    /// the owner).
+    #[inline]
+    unsafe fn word<'a>(node: *const Self) -> &'a AtomicUsize {
+        // SAFETY: the caller's contract; a place expression, so no `&Node` is made.
+        unsafe { &(*node).state }
+    }
+
+    /// Whether `get` may take a reference to the node at `node`.
+    ///
+    /// # Safety
+    /// As for [`Node::word`].
+    pub(crate) unsafe fn is_live(node: *const Self) -> bool {
+        // SAFETY: the caller's contract.
+        unsafe { Self::word(node) }.load(Ordering::Acquire) & LIVE != 0
+    }
+
+    /// The first index entry of the node at `node` (its home key's), read without making
+    /// a `&Node` (see [`Node::word`]): a reader may reach a node whose value its last
+    /// holder is dropping at this moment.
+    ///
+    /// # Safety
+    /// As for [`Node::word`].
+    pub(crate) unsafe fn first_entry(node: *const Self) -> *const Entry<K, Self> {
+        // SAFETY: the caller's contract; `entries` is written once, before the node is
+        // linked, and never again.
+        unsafe { (*node).entries.as_ptr() }
     }
 
     /// Insert's linearization point. Called with every key linked and the shard locks
@@ -283,15 +320,21 @@ impl<K, T> Node<K, T> {
     ///
     /// `Acquire` on success pairs with `publish`'s `Release`: the new holder sees the
     /// fully built object. A failed attempt reads nothing else of the node.
+    ///
+    /// # Safety
+    /// As for [`Node::word`] (a reader is pinned): the node may be dead, even have its
+    /// value dropped by its last holder meanwhile, but not yet freed.
     #[inline]
-    pub(crate) fn try_get(&self) -> bool {
-        let mut state = self.state.load(Ordering::Relaxed);
+    pub(crate) unsafe fn try_get(node: *const Self) -> bool {
+        // SAFETY: the caller's contract.
+        let word = unsafe { Self::word(node) };
+        let mut state = word.load(Ordering::Relaxed);
         loop {
             if state & LIVE == 0 {
                 return false;
             }
             check_refs(state);
-            match self.state.compare_exchange_weak(
+            match word.compare_exchange_weak(
                 state,
                 state + REF,
                 Ordering::Acquire,
@@ -312,32 +355,47 @@ impl<K, T> Node<K, T> {
 
     /// Put-ref. `Release` so that everything the holder did with `T` happens before the
     /// drainer (which loads the word with `Acquire`) takes `T`, and before the last holder
-    /// drops it; the `Acquire` fence on the last-holder path completes that pairing, as in
-    /// `Arc::drop`.
+    /// drops it; on the last-holder path an `Acquire` load completes that pairing.
     ///
     /// After the decrement the caller may touch the node only if it gets `Last`: an owner
-    /// that drains may free it at any moment. Waking a parked drainer touches only the
-    /// parking lot, keyed by the node's address.
+    /// that drains may free it at any moment, so this works from a raw pointer and
+    /// touches only the state word (see [`Node::word`]). Waking a parked drainer touches
+    /// only the parking lot, keyed by the node's address.
+    ///
+    /// # Safety
+    /// The caller holds a reference to the node, which this gives up.
     #[inline]
-    pub(crate) fn put(&self) -> Release {
-        let old = self.state.fetch_sub(REF, Ordering::Release);
+    pub(crate) unsafe fn put(node: *const Self) -> Release {
+        // SAFETY: our reference keeps the block allocated until the decrement.
+        let word = unsafe { Self::word(node) };
+        let old = word.fetch_sub(REF, Ordering::Release);
         debug_assert!(old & REFS != 0, "put-ref without a reference");
         if old & REFS != REF {
+            sync::after_release();
             return Release::Held;
         }
-        self.last_put(old)
+        Self::last_put(node, word, old)
     }
 
     #[cold]
-    fn last_put(&self, old: usize) -> Release {
+    fn last_put(node: *const Self, word: &AtomicUsize, old: usize) -> Release {
         if old & PARKED != 0 {
-            sync::unpark_all(self.wait_key());
+            // The woken drainer may free the node at once: from here on only its
+            // address is used, as the parking lot's key.
+            sync::unpark_all(node as usize);
+            sync::after_release();
             return Release::Held;
         }
         if old & OWNED != 0 {
+            sync::after_release();
             return Release::Held;
         }
-        sync::fence(Ordering::Acquire);
+        // Nobody else can change the word now (no owner, no reference, not live), so this
+        // load reads our own decrement, the last of the release sequence of every earlier
+        // put: it synchronizes with all of them, as `Arc::drop`'s fence does. A load
+        // rather than a fence because ThreadSanitizer does not model fences (std's `Arc`
+        // uses this load under TSan) and this path is cold.
+        word.load(Ordering::Acquire);
         Release::Last
     }
 
@@ -352,12 +410,20 @@ impl<K, T> Node<K, T> {
 
     /// The owner lets go without draining: `T` goes to whoever is last. `AcqRel`: release
     /// for a last holder that will drop `T`, acquire in case this call is the last one.
-    pub(crate) fn abandon(&self) -> Release {
-        let old = self.state.fetch_and(!OWNED, Ordering::AcqRel);
+    /// Like [`Node::put`], it touches only the state word: after the RMW the last
+    /// reference may free the node at any moment.
+    ///
+    /// # Safety
+    /// The caller holds the node's owner (killed), which this gives up.
+    pub(crate) unsafe fn abandon(node: *const Self) -> Release {
+        // SAFETY: the owner keeps the block allocated until the RMW.
+        let word = unsafe { Self::word(node) };
+        let old = word.fetch_and(!OWNED, Ordering::AcqRel);
         debug_assert!(old & LIVE == 0, "abandon before kill");
         if old & REFS == 0 {
             Release::Last
         } else {
+            sync::after_release();
             Release::Held
         }
     }
@@ -387,7 +453,7 @@ impl<K, T> Node<K, T> {
             // the same lock after its decrement, so either `validate` sees zero and we do
             // not sleep, or the put sees `PARKED` and wakes us: no lost wake-up.
             let parked = sync::park(
-                self.wait_key(),
+                self as *const Self as usize,
                 || self.set_parked(),
                 || {
                     self.state.fetch_and(!PARKED, Ordering::Relaxed);
@@ -407,10 +473,6 @@ impl<K, T> Node<K, T> {
     fn set_parked(&self) -> bool {
         let old = self.state.fetch_or(PARKED, Ordering::Relaxed);
         old & REFS != 0
-    }
-
-    fn wait_key(&self) -> usize {
-        self as *const Self as usize
     }
 }
 
@@ -458,7 +520,31 @@ mod tests {
 
     impl<T> Owned<T> {
         fn new(keys: &[u32], value: T) -> Self {
-            Owned(Node::new_in(None, keys, &vec![0; keys.len()], value))
+            Owned(Node::new_in(
+                None,
+                ClonedKeys::new(keys),
+                &vec![0; keys.len()],
+                value,
+            ))
+        }
+
+        fn ptr(&self) -> *const Node<u32, T> {
+            self.0.as_ptr()
+        }
+
+        fn try_get(&self) -> bool {
+            // SAFETY: the node lives until the test's end.
+            unsafe { Node::try_get(self.ptr()) }
+        }
+
+        fn put(&self) -> Release {
+            // SAFETY: as above; the tests put only references they took.
+            unsafe { Node::put(self.ptr()) }
+        }
+
+        fn abandon(&self) -> Release {
+            // SAFETY: as above; the tests abandon once, after the kill.
+            unsafe { Node::abandon(self.ptr()) }
         }
     }
 
@@ -474,7 +560,7 @@ mod tests {
         fn drop(&mut self) {
             // SAFETY: the tests never link the node; nothing else has it.
             unsafe {
-                ManuallyDrop::drop(&mut (*self.0.as_ptr()).value);
+                drop_value(self.ptr());
                 Node::free(self.0.as_ptr());
             }
         }
@@ -527,5 +613,28 @@ mod tests {
         );
         assert!(matches!(node.put(), Release::Held));
         assert!(node.wait_for_refs(None));
+    }
+
+    #[test]
+    fn cloned_keys_hand_out_one_and_drop_the_rest() {
+        let drops = std::sync::Arc::new(AtomicUsize::new(0));
+        #[derive(Clone)]
+        struct Key(u32, std::sync::Arc<AtomicUsize>);
+        impl Drop for Key {
+            fn drop(&mut self) {
+                self.1.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let keys: Vec<Key> = (0..4).map(|i| Key(i, drops.clone())).collect();
+        let taken = ClonedKeys::new(&keys).take(1);
+        assert_eq!(taken.0, 1);
+        assert_eq!(
+            drops.load(Ordering::Relaxed),
+            3,
+            "the other three clones dropped"
+        );
+        drop(taken);
+        drop(keys);
+        assert_eq!(drops.load(Ordering::Relaxed), 8);
     }
 }

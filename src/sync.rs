@@ -24,14 +24,10 @@ compile_error!(
 );
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{
-    fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
-};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{
-    fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
-};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 pub(crate) use crossbeam_epoch::{Atomic, Guard, Owned, Shared};
 
@@ -66,6 +62,18 @@ pub(crate) fn yield_now() {
     std::thread::yield_now();
     #[cfg(loom)]
     loom::thread::yield_now();
+}
+
+/// Called right after every read-modify-write that made another thread the last user of
+/// a node (a put or an abandon that returns `Held`). Does nothing, unless the crate is built with
+/// `--cfg restable_delay`: then it sleeps, so the other thread's drain, recycle or free
+/// lands while this thread is still inside the releasing function. A sleep only selects
+/// an interleaving that can already happen; `tests/last_user.rs` uses it under Miri to
+/// show that the releasing function holds no reference into the node by then.
+#[inline(always)]
+pub(crate) fn after_release() {
+    #[cfg(restable_delay)]
+    std::thread::sleep(std::time::Duration::from_millis(100));
 }
 
 /// Pins the current thread to the epoch used by every table.

@@ -3,7 +3,7 @@
 use crate::error::{InsertError, InsertErrorKind};
 use crate::guard::{Owner, Ref};
 use crate::index::{Entry, Index, ShardWriter};
-use crate::node::Node;
+use crate::node::{self, ClonedKeys, Node};
 use crate::sync::{self, Arc, Guard};
 use std::borrow::Borrow;
 use std::fmt;
@@ -201,31 +201,35 @@ where
             *hash = self.hasher.hash_one(key);
         }
         let hashes = &hashes[..keys.len()];
+        // User code (`K::clone`) runs before any lock is taken; if it panics, the clones
+        // made so far and `value` are dropped on the way out, and no lock is held.
+        let cloned = ClonedKeys::new(keys);
         let guard = sync::pin();
+        // Declared after `cloned`, so that on every path (a panicking `K::eq` included)
+        // the locks are released before a key or the value is dropped.
         let mut locked = LockedShards::new(&self.registry.index, hashes.iter().copied(), &guard);
+        if let Some(taken) = self.registry.check_free(&mut locked, keys, hashes) {
+            drop(locked);
+            // The key of the error is our clone of it: no further user code can fail here
+            // except the other clones' `K::drop`, and that runs outside the locks.
+            let key = cloned.take(taken);
+            return Err(InsertError::new(
+                InsertErrorKind::KeyInUse,
+                Some(key),
+                value,
+            ));
+        }
         // The node's home shard is its first key's (see `Node::home`).
         let block = locked
             .writer(hashes[0])
             .take_block(Node::<K, T>::layout(keys.len()));
-        let node = Node::new_in(block, keys, hashes, value);
+        let node = Node::new_in(block, cloned, hashes, value);
         // SAFETY: just built; nothing else can see it until it is linked.
-        let linked = self
-            .registry
+        self.registry
             .link_all(&mut locked, unsafe { node.as_ref() });
         drop(locked);
-        match linked {
-            // SAFETY: linked and published: the owner's from now on.
-            Ok(()) => Ok(unsafe { Owner::new(Arc::clone(&self.registry), node) }),
-            Err(key) => {
-                // SAFETY: never linked, so never seen by anybody: ours to take apart.
-                let value = unsafe { Node::into_value(node) };
-                Err(InsertError::new(
-                    InsertErrorKind::KeyInUse,
-                    Some(key),
-                    value,
-                ))
-            }
-        }
+        // SAFETY: linked and published: the owner's from now on.
+        Ok(unsafe { Owner::new(Arc::clone(&self.registry), node) })
     }
 
     /// Get-ref: the object under `key`, with a reference that is put when the [`Ref`]
@@ -262,7 +266,7 @@ where
         // reference does.
         // SAFETY: (1) pinned, so the node is not freed yet; (2) `try_get` took the
         // reference the `Ref` owns, and the `Ref` borrows `self`.
-        unsafe { (*node).try_get().then(|| Ref::new(node)) }
+        unsafe { Node::try_get(node).then(|| Ref::new(node)) }
     }
 
     /// Whether a live object answers to `key` right now (without taking a reference).
@@ -285,7 +289,7 @@ where
             .index
             .find(hash, key, &guard)
             // SAFETY: pinned, so the node is not freed yet.
-            .is_some_and(|entry| unsafe { (*entry.node()).is_live() })
+            .is_some_and(|entry| unsafe { Node::is_live(entry.node()) })
     }
 
     /// The number of live objects (inserted and not yet killed), not of keys. Exact when
@@ -351,29 +355,43 @@ fn check_keys<K: Eq + Clone>(keys: &[K]) -> Result<(), (InsertErrorKind, Option<
     Ok(())
 }
 
-impl<K: Eq + Clone, T> Registry<K, T> {
-    /// Links `node` under all its keys and publishes it, or links nothing and returns the
-    /// key that is in use.
+impl<K: Eq, T> Registry<K, T> {
+    /// Insert's check, under the locks of all its keys' shards (taken in ascending
+    /// order, so two inserts cannot deadlock): returns the position of the first key
+    /// that names a live object, or `None` if all are free.
     ///
-    /// Locks the shards of all keys, in ascending order (so two inserts cannot deadlock),
-    /// checks every key, links every entry, and publishes (`LIVE`, insert's linearization
-    /// point) before unlocking. Nothing is linked before every check has passed, and an
-    /// entry whose node is not live under a held lock can only be a killed node's (a
-    /// pending insert holds its locks until it publishes): it is unlinked here, so a
-    /// key is reusable from its kill's linearization point on.
-    fn link_all(&self, locked: &mut LockedShards<'_, K, T>, node: &Node<K, T>) -> Result<(), K> {
-        for entry in node.entries() {
-            let (hash, key) = (entry.hash(), entry.key());
+    /// An entry whose node is not live under a held lock can only be a killed node's (a
+    /// pending insert holds its locks until it publishes): it is unlinked here, so a key
+    /// is reusable from its kill's linearization point on. The only user code this runs
+    /// is `K::eq` (through the chain walk), which is why a key's `Eq` must not touch the
+    /// table it is a key of.
+    fn check_free(
+        &self,
+        locked: &mut LockedShards<'_, K, T>,
+        keys: &[K],
+        hashes: &[u64],
+    ) -> Option<usize> {
+        for (i, (key, &hash)) in keys.iter().zip(hashes).enumerate() {
             let shard = locked.writer(hash);
             if let Some(other) = shard.find(hash, key) {
                 let other = other.node();
                 // SAFETY: linked and we hold its shard's lock, so not yet retired.
-                if unsafe { (*other).is_live() } {
-                    return Err(key.clone());
+                if unsafe { Node::is_live(other) } {
+                    return Some(i);
                 }
                 shard.unlink(hash, other);
             }
         }
+        None
+    }
+}
+
+impl<K, T> Registry<K, T> {
+    /// Links `node` under all its keys and publishes it (`LIVE`, insert's linearization
+    /// point), after [`Registry::check_free`] and before the locks are released. Nothing
+    /// is linked before every check has passed, so a failed insert was never visible.
+    /// Runs no user code.
+    fn link_all(&self, locked: &mut LockedShards<'_, K, T>, node: &Node<K, T>) {
         for entry in node.entries() {
             // SAFETY: the entry is part of the node, which stays allocated until it is
             // killed (unlinking every entry) and then retired through the epoch.
@@ -381,11 +399,8 @@ impl<K: Eq + Clone, T> Registry<K, T> {
         }
         node.publish();
         locked.writer(node.home()).add_objects(1);
-        Ok(())
     }
-}
 
-impl<K, T> Registry<K, T> {
     /// Kill: makes the node unreachable under all its keys at once (clearing `LIVE`),
     /// then unlinks its entries so the keys can be reused. An entry a newer insert has
     /// already evicted is simply not found.
@@ -415,6 +430,31 @@ impl<K, T> Registry<K, T> {
             self.index.recycle(home, Node::dispose(node));
         }
     }
+}
+
+/// Drops the value of a dead node that nobody holds any more and retires the node. The
+/// node is retired even if `T::drop` panics (the panic then goes on to the caller).
+///
+/// # Safety
+/// The caller got [`Release::Last`](crate::node::Release::Last) for `node`.
+pub(crate) unsafe fn drop_and_retire<K, T>(
+    node: *const Node<K, T>,
+    registry: Option<Arc<Registry<K, T>>>,
+) {
+    struct RetireOnExit<K, T> {
+        node: *const Node<K, T>,
+        registry: Option<Arc<Registry<K, T>>>,
+    }
+    impl<K, T> Drop for RetireOnExit<K, T> {
+        fn drop(&mut self) {
+            // SAFETY: the value is gone (dropped, or its drop panicked), the node is
+            // unlinked, and nothing touches it after this.
+            unsafe { retire(self.node, self.registry.take()) }
+        }
+    }
+    let _retire = RetireOnExit { node, registry };
+    // SAFETY: `Last`: nobody else holds the node or reads its value.
+    unsafe { node::drop_value(node) }
 }
 
 /// Retires a dead node: once no pinned reader can still be looking at it, its block goes
@@ -503,10 +543,11 @@ impl<'a, K, T> Iterator for Iter<'a, K, T> {
             // is still pinned.
             let entry = unsafe { self.cursor.next(&self.registry.index, &self.guard) }?;
             let node = entry.node();
-            // SAFETY: pinned, so the node is not freed yet.
-            let node_ref = unsafe { &*node };
             // One entry per object yields it: the one for its first key.
-            if std::ptr::eq(entry, node_ref.entries().as_ptr()) && node_ref.try_get() {
+            // SAFETY: pinned, so the node is not freed yet.
+            if std::ptr::eq(entry, unsafe { Node::first_entry(node) })
+                && unsafe { Node::try_get(node) }
+            {
                 // SAFETY: `try_get` took the reference; the `Ref` borrows the table.
                 return Some(unsafe { Ref::new(node) });
             }

@@ -80,6 +80,7 @@ fn insert_rejects_bad_key_lists_with_the_value_back() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "thousands of rounds: too slow under Miri")]
 fn failed_insert_is_never_visible_even_transiently() {
     // Readers hammer the first key of an insert that always fails on its last key.
     let table = ResTable::new();
@@ -112,6 +113,7 @@ fn failed_insert_is_never_visible_even_transiently() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "thousands of rounds: too slow under Miri")]
 fn concurrent_inserts_for_one_key_have_one_winner() {
     for _ in 0..200 {
         let table = ResTable::new();
@@ -218,6 +220,7 @@ fn drain_waits_for_every_ref_including_clones_and_does_not_drop_the_value() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "thousands of rounds: too slow under Miri")]
 fn last_put_always_wakes_a_parked_drainer() {
     // Many races of the last put against the drainer going to sleep; a lost wake-up hangs.
     let table = ResTable::new();
@@ -284,6 +287,7 @@ fn dropping_the_owner_or_dying_with_no_ref_drops_the_value_now() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "thousands of rounds: too slow under Miri")]
 fn dropping_a_dying_with_a_ref_out_on_another_thread() {
     let drops = counter();
     let table = ResTable::new();
@@ -345,6 +349,7 @@ impl Hash for StallingKey {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "thousands of rounds: too slow under Miri")]
 fn get_does_not_wait_for_a_writer_holding_the_shard_lock() {
     let table = ResTable::new();
     let _present = table.insert(&[StallingKey(1)], "present").unwrap();
@@ -455,6 +460,7 @@ fn a_panicking_holder_thread_wakes_the_drainer() {
 // ---- 7. Growth under load without stopping readers ---------------------------------
 
 #[test]
+#[cfg_attr(miri, ignore = "thousands of rounds: too slow under Miri")]
 fn readers_keep_finding_objects_while_the_index_grows() {
     let table = ResTable::new();
     let _fixed: Vec<_> = (0..64u64).map(|k| table.insert(&[k], k).unwrap()).collect();
@@ -483,6 +489,7 @@ fn readers_keep_finding_objects_while_the_index_grows() {
 // ---- 8. A reader that reaches a killed node does not touch it -----------------------
 
 #[test]
+#[cfg_attr(miri, ignore = "thousands of rounds: too slow under Miri")]
 fn readers_of_a_killed_object_never_delay_its_drain() {
     // Readers spin on the keys of killed objects; with no reference out, the drain must
     // succeed at the first try every time: a failed get leaves the count alone.
@@ -521,6 +528,7 @@ fn readers_of_a_killed_object_never_delay_its_drain() {
 // ---- Iteration, Debug, auto traits --------------------------------------------------
 
 #[test]
+#[cfg_attr(miri, ignore = "thousands of rounds: too slow under Miri")]
 fn iter_yields_each_live_object_once() {
     let table = ResTable::with_capacity(8);
     let mut live = std::collections::HashMap::new();
