@@ -196,6 +196,8 @@ pub use sync::collect as loom_collect;
 pub use drain::Dying;
 pub use error::{InsertError, InsertErrorKind};
 pub use guard::{Owner, Ref};
+#[doc(hidden)]
+pub use index::IndexStats;
 pub use section::{read_section, ReadSection};
 pub use table::{DefaultHashBuilder, Iter, ResTable, MAX_KEYS};
 

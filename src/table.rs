@@ -314,6 +314,13 @@ where
         self.len() == 0
     }
 
+    /// The index's shape right now (bucket and entry counts, longest chain): for tests
+    /// and diagnostics, not a stable API.
+    #[doc(hidden)]
+    pub fn index_stats(&self) -> crate::index::IndexStats {
+        self.registry.index.stats(&sync::pin())
+    }
+
     /// A reference to each live object, once per object however many keys it has.
     ///
     /// Objects inserted or killed while the iteration runs may or may not be seen. The
