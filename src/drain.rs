@@ -1,12 +1,18 @@
-//! A killed object waiting for its holders: [`Dying`] and the ways to drain it.
+//! A killed object waiting for its holders: [`Dying`] and the ways to drain it — by
+//! blocking ([`Dying::drain`]), by awaiting ([`Drain`]), or by waiting first and then
+//! deciding ([`Dying::wait`], then [`Dying::drain`] or [`Dying::revive`]).
 
-use crate::guard::abandon;
+use crate::error::ReviveError;
+use crate::guard::{abandon, Owner};
 use crate::node::{self, Node};
-use crate::sync::Arc;
+use crate::sync::{self, Arc};
 use crate::table::{self, Registry};
 use std::fmt;
+use std::future::{Future, IntoFuture};
 use std::mem::ManuallyDrop;
+use std::pin::Pin;
 use std::ptr::NonNull;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// A killed object: no `get` finds it any more and its keys are free, but references
@@ -38,6 +44,8 @@ use std::time::{Duration, Instant};
 ///     assert_eq!(dying.drain(), 7); // parks until the spawned thread's put
 /// });
 /// ```
+#[must_use = "dropping a `Dying` without draining it leaves the value to be dropped by the \
+              last reference; `drain` it to get the value back"]
 pub struct Dying<K, T> {
     node: NonNull<Node<K, T>>,
     /// The table's shared part, kept so the drained node's block can go back to it.
@@ -47,7 +55,7 @@ pub struct Dying<K, T> {
 // SAFETY: as for `Owner`: moving `T` out or dropping it needs `T: Send`, the `&T` that
 // holders on other threads keep needs `T: Sync`.
 unsafe impl<K: Send + Sync, T: Send + Sync> Send for Dying<K, T> {}
-// SAFETY: `&Dying` only reads the state word and the keys.
+// SAFETY: `&Dying` only reads the state word, the keys and `&T`.
 unsafe impl<K: Send + Sync, T: Send + Sync> Sync for Dying<K, T> {}
 
 impl<K, T> Dying<K, T> {
@@ -126,6 +134,115 @@ impl<K, T> Dying<K, T> {
         self.drain_until(Instant::now().checked_add(timeout))
     }
 
+    /// Waits until every reference is put, and keeps the object: afterwards
+    /// [`drain`](Self::drain) returns at once, or [`revive`](Self::revive) puts the object
+    /// back. The begin of a destroy that may still fail (the kernel restrack's
+    /// `begin_del`): kill, wait, try the hardware, then commit (`drain`) or abort
+    /// (`revive`).
+    ///
+    /// ```
+    /// let table = restable::ResTable::new();
+    /// let dying = table.insert(&[1u32], "qp").unwrap().kill();
+    /// dying.wait();
+    /// assert_eq!(dying.refs(), 0);
+    /// assert_eq!(dying.drain(), "qp"); // no more waiting
+    /// ```
+    pub fn wait(&self) {
+        let drained = self.node().wait_for_refs(None);
+        debug_assert!(drained, "a wait without deadline returns only when drained");
+    }
+
+    /// Like [`wait`](Self::wait), for at most `timeout`; returns whether every reference
+    /// was put.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let table = restable::ResTable::new();
+    /// let owner = table.insert(&[1u32], ()).unwrap();
+    /// let held = table.get(&1).unwrap();
+    /// let dying = owner.kill();
+    /// assert!(!dying.wait_timeout(Duration::from_millis(1)));
+    /// drop(held);
+    /// assert!(dying.wait_timeout(Duration::from_secs(1)));
+    /// ```
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.node()
+            .wait_for_refs(Instant::now().checked_add(timeout))
+    }
+
+    /// Aborts the kill: links the object under all its keys again and makes it live, in
+    /// one step — every key resolves to it from the same instant, as after an insert.
+    /// References taken before the kill stay valid.
+    ///
+    /// The keys were free from the kill on, so another object may have taken one since.
+    /// Then nothing is linked, nothing becomes visible, and the error names the key and
+    /// hands this `Dying` back. (The kernel restrack's 2026 `abort_del` cannot say this: a
+    /// new object created under a placeholder's id ends up untracked.)
+    ///
+    /// ```
+    /// let table = restable::ResTable::new();
+    /// let dying = table.insert(&[1u32, 2], "qp").unwrap().kill();
+    /// assert!(table.get(&1).is_none());
+    /// let owner = dying.revive().unwrap(); // the hardware destroy failed: put it back
+    /// assert_eq!(*table.get(&2).unwrap(), "qp");
+    ///
+    /// let dying = owner.kill();
+    /// let _new = table.insert(&[2u32], "new qp").unwrap(); // key 2 reused meanwhile
+    /// let err = dying.revive().unwrap_err();
+    /// assert_eq!(err.key(), &2);
+    /// assert!(table.get(&1).is_none()); // nothing of the old object came back
+    /// assert_eq!(err.into_dying().drain(), "qp");
+    /// ```
+    pub fn revive(self) -> Result<Owner<K, T>, ReviveError<K, T>>
+    where
+        K: Eq,
+    {
+        match self.registry.revive(self.node()) {
+            Err(at) => Err(ReviveError::new(self, at)),
+            Ok(()) => {
+                let mut this = ManuallyDrop::new(self);
+                // SAFETY: linked and live again; ownership moves from `this` (never
+                // dropped) to the `Owner`, and the registry handle is taken out once.
+                Ok(unsafe { Owner::new(ManuallyDrop::take(&mut this.registry), this.node) })
+            }
+        }
+    }
+
+    /// A future that resolves to the value once every reference is put: the drain of an
+    /// async task, which must not block its executor's thread. Also what `.await` on the
+    /// `Dying` itself does. See [`Drain`].
+    ///
+    /// ```
+    /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     use std::task::{Context, Poll, Waker};
+    /// #     let mut f = std::pin::pin!(f);
+    /// #     loop {
+    /// #         if let Poll::Ready(v) = f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+    /// #             return v;
+    /// #         }
+    /// #         std::thread::yield_now();
+    /// #     }
+    /// # }
+    /// let table = restable::ResTable::new();
+    /// let owner = table.insert(&[1u32], String::from("conn")).unwrap();
+    /// let r = table.get_owned(&1).unwrap();
+    /// let dying = owner.kill();
+    /// std::thread::spawn(move || drop(r)); // the last holder, elsewhere
+    /// assert_eq!(block_on(dying.drain_async()), "conn");
+    /// ```
+    pub fn drain_async(self) -> Drain<K, T> {
+        Drain {
+            dying: Some(self),
+            registered: false,
+        }
+    }
+
+    /// The key under which this drain waits: threads in the parking lot, tasks in the
+    /// waker registry.
+    fn wait_key(&self) -> usize {
+        self.node.as_ptr() as usize
+    }
+
     fn drain_until(self, deadline: Option<Instant>) -> Result<T, Self> {
         if self.node().wait_for_refs(deadline) {
             // SAFETY: `wait_for_refs` saw zero references with `Acquire`.
@@ -184,6 +301,113 @@ impl<K, T> Drop for Dying<K, T> {
         // SAFETY: we own the node and give that up here, exactly once; the registry
         // handle is not used after this.
         unsafe { abandon(self.node, ManuallyDrop::take(&mut self.registry)) }
+    }
+}
+
+/// A killed object can still be read by its owner — a driver needs the QP's hardware ids
+/// to destroy it — while no new reference can be taken to it.
+///
+/// ```
+/// let table = restable::ResTable::new();
+/// let dying = table.insert(&[1u32], [0x51u32, 3]).unwrap().kill();
+/// assert_eq!(dying[0], 0x51);
+/// ```
+impl<K, T> std::ops::Deref for Dying<K, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        self.node().value()
+    }
+}
+
+impl<K, T> IntoFuture for Dying<K, T> {
+    type Output = T;
+    type IntoFuture = Drain<K, T>;
+
+    /// `dying.await` is `dying.drain_async().await`.
+    fn into_future(self) -> Drain<K, T> {
+        self.drain_async()
+    }
+}
+
+/// The future of [`Dying::drain_async`] (and of `.await` on a [`Dying`]): resolves to the
+/// value once every reference is put.
+///
+/// It needs no runtime: it registers the task's waker, and the last put wakes it. The
+/// registration and the last put are ordered by the registry's lock, as a parked thread
+/// and the last put are by the parking lot's, so the wake-up cannot be lost.
+///
+/// Cancellation-safe: dropping it drops the [`Dying`], which never blocks; the value is
+/// then dropped by the last reference to go.
+///
+/// ```
+/// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #     use std::task::{Context, Poll, Waker};
+/// #     let mut f = std::pin::pin!(f);
+/// #     loop {
+/// #         if let Poll::Ready(v) = f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+/// #             return v;
+/// #         }
+/// #     }
+/// # }
+/// let table = restable::ResTable::new();
+/// let owner = table.insert(&[1u32], 5u8).unwrap();
+/// assert_eq!(block_on(async { owner.kill().await }), 5);
+/// ```
+#[must_use = "futures do nothing unless polled; dropping a `Drain` drops its `Dying`"]
+pub struct Drain<K, T> {
+    /// `None` once the value has been returned.
+    dying: Option<Dying<K, T>>,
+    /// Whether a waker may be registered under the node's key.
+    registered: bool,
+}
+
+impl<K, T> Future for Drain<K, T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let this = &mut *self;
+        let dying = this
+            .dying
+            .as_ref()
+            .expect("restable: `Drain` polled after it returned the value");
+        loop {
+            if dying.refs() == 0 {
+                break;
+            }
+            // `set_parked` runs under the registry's lock and the last put wakes under
+            // it after its decrement: either we see zero here (and loop to take the
+            // value) or the put sees `PARKED` and finds our waker.
+            if sync::register_waker(dying.wait_key(), cx.waker(), || dying.node().set_parked()) {
+                this.registered = true;
+                return Poll::Pending;
+            }
+        }
+        if this.registered {
+            sync::forget_waker(dying.wait_key());
+        }
+        let dying = this.dying.take().expect("checked above");
+        // SAFETY: `refs` saw zero with `Acquire`, and zero is final.
+        Poll::Ready(unsafe { dying.take() })
+    }
+}
+
+impl<K, T> Drop for Drain<K, T> {
+    fn drop(&mut self) {
+        if let Some(dying) = &self.dying {
+            if self.registered {
+                // While we own the node its address names only it, so this forgets our
+                // waker and nobody else's.
+                sync::forget_waker(dying.wait_key());
+            }
+        }
+        // Then the `Dying` drops: never blocks, the last reference drops the value.
+    }
+}
+
+impl<K: fmt::Debug, T> fmt::Debug for Drain<K, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Drain").field("dying", &self.dying).finish()
     }
 }
 

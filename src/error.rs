@@ -80,7 +80,20 @@ impl<K, T> InsertError<K, T> {
     /// assert_eq!(table.insert(&[5], vec![2]).unwrap_err().into_value(), vec![2]);
     /// ```
     pub fn into_value(self) -> T {
-        self.value
+        self.into_parts().1
+    }
+
+    /// The key at fault (if the error names one) and the value, both handed back.
+    ///
+    /// ```
+    /// let table = restable::ResTable::new();
+    /// let _qp = table.insert(&[String::from("qp:7")], 1).unwrap();
+    /// let err = table.insert(&[String::from("qp:7")], 2).unwrap_err();
+    /// let (key, value) = err.into_parts();
+    /// assert_eq!((key.as_deref(), value), (Some("qp:7"), 2));
+    /// ```
+    pub fn into_parts(self) -> (Option<K>, T) {
+        (self.key, self.value)
     }
 }
 
@@ -112,3 +125,53 @@ impl<K: fmt::Debug, T> fmt::Display for InsertError<K, T> {
 }
 
 impl<K: fmt::Debug, T> std::error::Error for InsertError<K, T> {}
+
+/// A refused [`Dying::revive`](crate::Dying::revive): a key of the object was taken by
+/// another object after the kill. Nothing was linked; the `Dying` comes back.
+///
+/// ```
+/// let table = restable::ResTable::new();
+/// let dying = table.insert(&[1u32, 2], "old").unwrap().kill();
+/// let _new = table.insert(&[1], "new").unwrap();
+/// let err = dying.revive().unwrap_err();
+/// assert_eq!(err.key(), &1);
+/// assert_eq!(err.to_string(), "key 1 already names a live object");
+/// assert_eq!(err.into_dying().drain(), "old");
+/// ```
+pub struct ReviveError<K, T> {
+    dying: crate::Dying<K, T>,
+    /// Which of the object's keys is taken.
+    at: usize,
+}
+
+impl<K, T> ReviveError<K, T> {
+    pub(crate) fn new(dying: crate::Dying<K, T>, at: usize) -> Self {
+        ReviveError { dying, at }
+    }
+
+    /// The key another object holds now.
+    pub fn key(&self) -> &K {
+        &self.dying.keys()[self.at]
+    }
+
+    /// The object, still killed: drain it, drop it, or try again.
+    pub fn into_dying(self) -> crate::Dying<K, T> {
+        self.dying
+    }
+}
+
+impl<K: fmt::Debug, T> fmt::Debug for ReviveError<K, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReviveError")
+            .field("key", self.key())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: fmt::Debug, T> fmt::Display for ReviveError<K, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "key {:?} already names a live object", self.key())
+    }
+}
+
+impl<K: fmt::Debug, T> std::error::Error for ReviveError<K, T> {}

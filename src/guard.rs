@@ -15,8 +15,14 @@ use std::ptr::NonNull;
 /// is the only way to destroy it.
 ///
 /// An `Owner` does not borrow the table (it is `'static`), so a driver can keep it in its
-/// own QP structure. Dropping it kills the object without waiting: the value is then
-/// dropped by whoever lets go last, this drop or the last [`Ref`].
+/// own QP structure.
+///
+/// **Dropping it destroys the object**: the object is killed at once (no key finds it
+/// any more) without waiting, and the value is dropped by whoever lets go last, this
+/// drop or the last [`Ref`]. So `table.insert(&keys, value).unwrap();` — the habit of a
+/// `HashMap` user — inserts and removes at once (the compiler warns). Keep the `Owner`,
+/// or call [`detach`](Owner::detach) to leave the object with the table until
+/// [`ResTable::remove`](crate::ResTable::remove).
 ///
 /// ```
 /// use restable::ResTable;
@@ -36,6 +42,8 @@ use std::ptr::NonNull;
 /// assert_eq!(value, 5);
 /// assert!(table.is_empty());
 /// ```
+#[must_use = "dropping the `Owner` kills the object at once: keep it to keep the object in \
+              the table, or `detach` it to leave it there until `remove`"]
 pub struct Owner<K, T> {
     /// Taken out by `kill` or `drop`, which pass it on to the `Dying` or the retirement.
     registry: ManuallyDrop<Arc<Registry<K, T>>>,
@@ -99,6 +107,27 @@ impl<K, T> Owner<K, T> {
         unsafe { Dying::new(this.node, ManuallyDrop::take(&mut this.registry)) }
     }
 
+    /// Leaves the object with the table: it stays live under its keys without an owner
+    /// handle, until [`ResTable::remove`](crate::ResTable::remove) (or
+    /// [`retain`](crate::ResTable::retain)) claims it, or the table is dropped (which
+    /// destroys it). The way to use the table like a map, with no owner kept beside it.
+    ///
+    /// ```
+    /// let table = restable::ResTable::new();
+    /// table.insert(&[1u32], "conn").unwrap().detach();
+    /// assert_eq!(*table.get(&1).unwrap(), "conn");
+    /// assert_eq!(table.remove(&1).unwrap().drain(), "conn");
+    /// ```
+    pub fn detach(self) {
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again, so the registry handle is taken
+        // out once, and the node's ownership goes to the table, once.
+        unsafe {
+            let registry = ManuallyDrop::take(&mut this.registry);
+            Registry::adopt(&registry, this.node);
+        }
+    }
+
     /// Kills the object, waits for every reference to be put and returns the value: the
     /// destroy path of a driver, before it frees the hardware IDs.
     ///
@@ -160,6 +189,9 @@ impl<K: fmt::Debug, T: fmt::Debug> fmt::Debug for Owner<K, T> {
 /// get-ref when made, put-ref when dropped (also when its holder unwinds).
 ///
 /// While any `Ref` is out, the object's drain waits. Cloning takes another reference.
+/// A `Ref` borrows the table it came from; [`into_owned`](Ref::into_owned) (or
+/// [`ResTable::get_owned`](crate::ResTable::get_owned)) gives an [`OwnedRef`] that does
+/// not, for a thread or a task that outlives the borrow.
 ///
 /// ```
 /// let table = restable::ResTable::new();
@@ -179,36 +211,23 @@ impl<K: fmt::Debug, T: fmt::Debug> fmt::Debug for Owner<K, T> {
 ///     s.spawn(move || assert_eq!(*r, 10));
 /// });
 /// ```
+#[must_use = "a `Ref` is put as soon as it is dropped; to test for a key, use `contains_key`"]
 pub struct Ref<'a, K, T> {
-    node: NonNull<Node<K, T>>,
+    owned: OwnedRef<K, T>,
     _table: PhantomData<&'a Registry<K, T>>,
 }
 
-// SAFETY: a `Ref` gives `&T` and `&[K]`, and its drop may drop `T` (if the owner let go),
-// on whichever thread holds it.
-unsafe impl<K: Send + Sync, T: Send + Sync> Send for Ref<'_, K, T> {}
-// SAFETY: `&Ref` only gives `&T` and `&[K]`.
-unsafe impl<K: Send + Sync, T: Send + Sync> Sync for Ref<'_, K, T> {}
-
-impl<'a, K, T> Ref<'a, K, T> {
+impl<K, T> Ref<'_, K, T> {
     /// Wraps a reference already taken.
     ///
     /// # Safety
-    /// The caller took a reference on `node` (`Node::try_get` succeeded) that this `Ref`
-    /// now owns, `node` is the pointer from its index entry (it covers the whole block,
-    /// which the last holder frees), and `'a` does not outlive the table the node was
-    /// found in.
+    /// As for [`OwnedRef::new`].
     pub(crate) unsafe fn new(node: *const Node<K, T>) -> Self {
         Ref {
-            // SAFETY: a node pointer from an index entry is never null.
-            node: unsafe { NonNull::new_unchecked(node.cast_mut()) },
+            // SAFETY: the caller's contract.
+            owned: unsafe { OwnedRef::new(node) },
             _table: PhantomData,
         }
-    }
-
-    fn node(&self) -> &Node<K, T> {
-        // SAFETY: our reference keeps the node alive (its count is at least one).
-        unsafe { self.node.as_ref() }
     }
 
     /// All keys of the object, not just the one it was looked up by.
@@ -219,7 +238,7 @@ impl<'a, K, T> Ref<'a, K, T> {
     /// assert_eq!(table.get(&3).unwrap().keys(), &[0x10, 0x8000_0003, 0x3]);
     /// ```
     pub fn keys(&self) -> &[K] {
-        self.node().keys()
+        self.owned.keys()
     }
 
     /// Whether two references point at the same object (not merely equal values).
@@ -230,7 +249,25 @@ impl<'a, K, T> Ref<'a, K, T> {
     /// assert!(restable::Ref::ptr_eq(&table.get(&1).unwrap(), &table.get(&2).unwrap()));
     /// ```
     pub fn ptr_eq(this: &Self, other: &Self) -> bool {
-        this.node == other.node
+        OwnedRef::ptr_eq(&this.owned, &other.owned)
+    }
+
+    /// The same reference, no longer tied to the table's borrow (no atomic operation).
+    ///
+    /// ```
+    /// let table = restable::ResTable::new();
+    /// let owner = table.insert(&[1u32], String::from("conn")).unwrap();
+    /// let r = table.get(&1).unwrap().into_owned();
+    /// let worker = std::thread::spawn(move || r.len());
+    /// assert_eq!(worker.join().unwrap(), 4);
+    /// assert_eq!(owner.kill_and_drain(), "conn");
+    /// ```
+    pub fn into_owned(self) -> OwnedRef<K, T> {
+        self.owned
+    }
+
+    pub(crate) fn node_ptr(&self) -> *const Node<K, T> {
+        self.owned.node.as_ptr()
     }
 }
 
@@ -239,21 +276,116 @@ impl<K, T> Deref for Ref<'_, K, T> {
 
     #[inline]
     fn deref(&self) -> &T {
-        self.node().value()
+        &self.owned
     }
 }
 
 impl<K, T> Clone for Ref<'_, K, T> {
     fn clone(&self) -> Self {
-        self.node().clone_ref();
         Ref {
-            node: self.node,
+            owned: self.owned.clone(),
             _table: PhantomData,
         }
     }
 }
 
-impl<K, T> Drop for Ref<'_, K, T> {
+impl<K: fmt::Debug, T: fmt::Debug> fmt::Debug for Ref<'_, K, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ref")
+            .field("keys", &self.keys())
+            .field("value", &**self)
+            .finish()
+    }
+}
+
+/// A counted reference that does not borrow its table: `'static` whenever `K` and `T`
+/// are, so it can move into a spawned thread or an async task. Otherwise it is a
+/// [`Ref`]: it puts when it drops, and the object's drain waits for it like for any
+/// `Ref`. It keeps the object's memory, not the table, alive.
+///
+/// ```
+/// use std::sync::Arc;
+///
+/// let table = Arc::new(restable::ResTable::new());
+/// let owner = table.insert(&[7u64], vec![1, 2, 3]).unwrap();
+/// let r = table.get_owned(&7).unwrap();
+/// let dying = owner.kill();
+/// let worker = std::thread::spawn(move || r.iter().sum::<i32>()); // `r` goes along
+/// assert_eq!(worker.join().unwrap(), 6);
+/// assert_eq!(dying.drain(), vec![1, 2, 3]); // the worker's put let the drain finish
+/// ```
+#[must_use = "an `OwnedRef` is put as soon as it is dropped"]
+pub struct OwnedRef<K, T> {
+    node: NonNull<Node<K, T>>,
+}
+
+// SAFETY: an `OwnedRef` gives `&T` and `&[K]`, and its drop may drop `T` (if the owner
+// let go), on whichever thread holds it.
+unsafe impl<K: Send + Sync, T: Send + Sync> Send for OwnedRef<K, T> {}
+// SAFETY: `&OwnedRef` only gives `&T` and `&[K]`.
+unsafe impl<K: Send + Sync, T: Send + Sync> Sync for OwnedRef<K, T> {}
+
+impl<K, T> OwnedRef<K, T> {
+    /// Wraps a reference already taken.
+    ///
+    /// # Safety
+    /// The caller took a reference on `node` (`Node::try_get` succeeded) that this now
+    /// owns, and `node` is the pointer from its index entry (it covers the whole block,
+    /// which the last holder frees).
+    pub(crate) unsafe fn new(node: *const Node<K, T>) -> Self {
+        OwnedRef {
+            // SAFETY: a node pointer from an index entry is never null.
+            node: unsafe { NonNull::new_unchecked(node.cast_mut()) },
+        }
+    }
+
+    fn node(&self) -> &Node<K, T> {
+        // SAFETY: our reference keeps the node alive (its count is at least one).
+        unsafe { self.node.as_ref() }
+    }
+
+    /// All keys of the object.
+    ///
+    /// ```
+    /// let table = restable::ResTable::new();
+    /// let _qp = table.insert(&[1u32, 2], ()).unwrap();
+    /// assert_eq!(table.get_owned(&2).unwrap().keys(), &[1, 2]);
+    /// ```
+    pub fn keys(&self) -> &[K] {
+        self.node().keys()
+    }
+
+    /// Whether two references point at the same object (not merely equal values).
+    ///
+    /// ```
+    /// use restable::OwnedRef;
+    /// let table = restable::ResTable::new();
+    /// let _qp = table.insert(&[1u32, 2], 0).unwrap();
+    /// let (a, b) = (table.get_owned(&1).unwrap(), table.get_owned(&2).unwrap());
+    /// assert!(OwnedRef::ptr_eq(&a, &b));
+    /// ```
+    pub fn ptr_eq(this: &Self, other: &Self) -> bool {
+        this.node == other.node
+    }
+}
+
+impl<K, T> Deref for OwnedRef<K, T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        self.node().value()
+    }
+}
+
+impl<K, T> Clone for OwnedRef<K, T> {
+    fn clone(&self) -> Self {
+        self.node().clone_ref();
+        OwnedRef { node: self.node }
+    }
+}
+
+impl<K, T> Drop for OwnedRef<K, T> {
     #[inline]
     fn drop(&mut self) {
         // SAFETY: we hold a reference, given up here, once.
@@ -264,9 +396,9 @@ impl<K, T> Drop for Ref<'_, K, T> {
     }
 }
 
-impl<K: fmt::Debug, T: fmt::Debug> fmt::Debug for Ref<'_, K, T> {
+impl<K: fmt::Debug, T: fmt::Debug> fmt::Debug for OwnedRef<K, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ref")
+        f.debug_struct("OwnedRef")
             .field("keys", &self.keys())
             .field("value", &**self)
             .finish()

@@ -44,7 +44,7 @@ use crate::recycle::{Block, Incoming, Spare};
 use crate::sync::{
     Arc, Atomic, AtomicBool, AtomicUsize, Guard, Mutex, MutexGuard, Ordering, Owned, Shared,
 };
-use std::borrow::Borrow;
+use equivalent::Equivalent;
 
 /// How many shards a table's index has: enough that writers on 2–16 cores rarely meet on
 /// one lock. Under loom a small number keeps the models small while still exercising
@@ -170,9 +170,9 @@ impl<K, N> Index<K, N> {
         guard: &'g Guard,
     ) -> Option<&'g Entry<K, N>>
     where
-        K: Borrow<Q> + 'g,
+        K: 'g,
         N: 'g,
-        Q: Eq + ?Sized,
+        Q: Equivalent<K> + ?Sized,
     {
         self.shards[Self::shard_of(hash)].find(hash, key, guard)
     }
@@ -321,15 +321,15 @@ impl<K, N> Shard<K, N> {
     #[inline]
     fn find<'g, Q>(&self, hash: u64, key: &Q, guard: &'g Guard) -> Option<&'g Entry<K, N>>
     where
-        K: Borrow<Q> + 'g,
+        K: 'g,
         N: 'g,
-        Q: Eq + ?Sized,
+        Q: Equivalent<K> + ?Sized,
     {
         // SAFETY: published with `Release`, retired only through the epoch.
         let buckets = unsafe { self.buckets.load(Ordering::Acquire, guard).deref() };
         buckets
             .chain(hash, guard)
-            .find(|entry| entry.hash == hash && entry.key().borrow() == key)
+            .find(|entry| entry.hash == hash && key.equivalent(entry.key()))
     }
 }
 
@@ -350,8 +350,7 @@ impl<K, N> ShardWriter<'_, K, N> {
     /// The entry linked under `key`, if any.
     pub(crate) fn find<Q>(&self, hash: u64, key: &Q) -> Option<&Entry<K, N>>
     where
-        K: Borrow<Q>,
-        Q: Eq + ?Sized,
+        Q: Equivalent<K> + ?Sized,
     {
         self.shard.find(hash, key, self.guard)
     }

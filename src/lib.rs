@@ -193,9 +193,10 @@ mod table;
 #[doc(hidden)]
 pub use sync::collect as loom_collect;
 
-pub use drain::Dying;
-pub use error::{InsertError, InsertErrorKind};
-pub use guard::{Owner, Ref};
+pub use drain::{Drain, Dying};
+pub use equivalent::Equivalent;
+pub use error::{InsertError, InsertErrorKind, ReviveError};
+pub use guard::{OwnedRef, Owner, Ref};
 #[doc(hidden)]
 pub use index::IndexStats;
 pub use section::{read_section, ReadSection};

@@ -24,24 +24,32 @@ use std::panic::{self, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 use std::time::Instant;
 
-/// Set while `get` may hand out new references. Set once, by the insert that publishes
-/// the node (its linearization point); cleared once, by `kill` (its linearization
-/// point). Never set on a node whose insert failed.
+/// Set while `get` may hand out new references. Set by the insert that publishes the
+/// node (its linearization point), cleared by `kill` or `remove` (theirs); set again
+/// only by `revive`, which re-links every key first. Never set on a node whose insert
+/// failed.
 pub(crate) const LIVE: usize = 1 << (usize::BITS - 1);
 
 /// Set while an `Owner` or `Dying` exists for the node: it, not the last reference, will
 /// take or drop `T`. Cleared when that handle is dropped without draining.
 pub(crate) const OWNED: usize = 1 << (usize::BITS - 2);
 
-/// Set by a drainer that is about to sleep (or sleeps) until the last reference goes:
-/// whoever drops the reference count to zero must wake it.
+/// Set by a drainer (a thread, or an async task through its waker) that is about to
+/// sleep or sleeps until the last reference goes: whoever drops the reference count to
+/// zero while the owner still exists must wake it. Meaningless once `OWNED` is clear (a
+/// cancelled async drain may leave it set).
 pub(crate) const PARKED: usize = 1 << (usize::BITS - 3);
+
+/// Set (with `OWNED` and `LIVE`) while the table itself owns the node: its `Owner` was
+/// detached, and `remove` by any of its keys claims it — clearing `LIVE` and this bit in
+/// one CAS, so of two racing removes exactly one gets the `Dying`.
+pub(crate) const DETACHED: usize = 1 << (usize::BITS - 4);
 
 /// One outstanding `Ref`.
 pub(crate) const REF: usize = 1;
 
 /// The bits that count outstanding `Ref`s.
-pub(crate) const REFS: usize = PARKED - 1;
+pub(crate) const REFS: usize = DETACHED - 1;
 
 /// More references than this is a leak (e.g. `mem::forget` in a loop), not a workload;
 /// we refuse rather than let the count run into the flag bits.
@@ -379,14 +387,12 @@ impl<K, T> Node<K, T> {
 
     #[cold]
     fn last_put(node: *const Self, word: &AtomicUsize, old: usize) -> Release {
-        if old & PARKED != 0 {
-            // The woken drainer may free the node at once: from here on only its
-            // address is used, as the parking lot's key.
-            sync::unpark_all(node as usize);
-            sync::after_release();
-            return Release::Held;
-        }
         if old & OWNED != 0 {
+            if old & PARKED != 0 {
+                // The woken drainer may free the node at once: from here on only its
+                // address is used, as the key of the waiting drainers.
+                sync::wake_drainers(node as usize);
+            }
             sync::after_release();
             return Release::Held;
         }
@@ -406,6 +412,50 @@ impl<K, T> Node<K, T> {
     /// Returns whether the node was live (false only for a node that was never published).
     pub(crate) fn kill(&self) -> bool {
         self.state.fetch_and(!LIVE, Ordering::AcqRel) & LIVE != 0
+    }
+
+    /// The owner leaves the node with the table: from now on `remove` may claim it.
+    /// `Relaxed`: the word's other bits are untouched, and the claim is a CAS on it.
+    pub(crate) fn detach(&self) {
+        let old = self.state.fetch_or(DETACHED, Ordering::Relaxed);
+        debug_assert!(old & (LIVE | OWNED | DETACHED) == LIVE | OWNED);
+    }
+
+    /// `remove`'s linearization point: if the node is live and detached, clears both
+    /// bits in one CAS and makes the caller its owner (as `kill` would). `AcqRel` as
+    /// `kill`; a failed claim reads nothing else.
+    ///
+    /// # Safety
+    /// As for [`Node::word`] (the caller is pinned).
+    pub(crate) unsafe fn claim_detached(node: *const Self) -> bool {
+        // SAFETY: the caller's contract.
+        let word = unsafe { Self::word(node) };
+        let mut state = word.load(Ordering::Relaxed);
+        loop {
+            if state & (LIVE | DETACHED) != LIVE | DETACHED {
+                return false;
+            }
+            match word.compare_exchange_weak(
+                state,
+                state & !(LIVE | DETACHED),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => state = now,
+            }
+        }
+    }
+
+    /// `revive`'s linearization point: a killed node, its keys linked again, becomes
+    /// live again. An RMW, not a store: references taken before the kill may still be
+    /// out. `Release` as in `publish`.
+    pub(crate) fn revive(&self) {
+        let old = self.state.fetch_or(LIVE, Ordering::Release);
+        debug_assert!(
+            old & (LIVE | OWNED | DETACHED) == OWNED,
+            "revive of a live node"
+        );
     }
 
     /// The owner lets go without draining: `T` goes to whoever is last. `AcqRel`: release
@@ -470,7 +520,7 @@ impl<K, T> Node<K, T> {
     /// (whether to sleep). `Relaxed` is enough: the put that drops the last reference is
     /// an RMW on the same word, so it either comes first (we see zero and stay awake) or
     /// sees `PARKED` (and wakes us through the lot's lock, which we hold here).
-    fn set_parked(&self) -> bool {
+    pub(crate) fn set_parked(&self) -> bool {
         let old = self.state.fetch_or(PARKED, Ordering::Relaxed);
         old & REFS != 0
     }
@@ -568,10 +618,13 @@ mod tests {
 
     #[test]
     fn bits_are_disjoint() {
-        assert_eq!(LIVE & OWNED, 0);
-        assert_eq!((LIVE | OWNED) & PARKED, 0);
-        assert_eq!((LIVE | OWNED | PARKED) & REFS, 0);
-        assert_eq!(LIVE | OWNED | PARKED | REFS, usize::MAX);
+        let flags = [LIVE, OWNED, PARKED, DETACHED, REFS];
+        for (i, a) in flags.iter().enumerate() {
+            for b in &flags[i + 1..] {
+                assert_eq!(a & b, 0);
+            }
+        }
+        assert_eq!(LIVE | OWNED | PARKED | DETACHED | REFS, usize::MAX);
     }
 
     #[test]

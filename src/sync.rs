@@ -24,10 +24,14 @@ compile_error!(
 );
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{
+    fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
+};
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{
+    fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
+};
 
 pub(crate) use crossbeam_epoch::{Atomic, Guard, Owned, Shared};
 
@@ -37,6 +41,7 @@ pub(crate) use std::sync::Arc;
 #[cfg(loom)]
 pub(crate) use loom::sync::Arc;
 
+use std::task::Waker;
 use std::time::Instant;
 
 /// How many times a drainer re-checks the state word before it parks. Holders keep their
@@ -184,9 +189,89 @@ pub(crate) fn park(
     }
 }
 
+/// Wakes every drainer waiting on `key`: threads parked with [`park`] and async tasks
+/// registered with [`register_waker`]. Touches no memory at `key`: a node may already be
+/// freed when its last holder wakes the drainer. A wake that arrives late, for a key
+/// that by then names another node, is only a spurious wake-up: every drainer checks
+/// its condition again.
+pub(crate) fn wake_drainers(key: usize) {
+    unpark_all(key);
+    wakers::wake(key);
+}
+
+/// Registers `waker` to be woken by [`wake_drainers`] on `key` (replacing one registered
+/// before under that key), if `validate`, run under the registry's lock, says to wait.
+/// Returns whether it registered. As with [`park`], a wake issued after the validated
+/// state change takes the same lock, so it cannot be lost.
+pub(crate) fn register_waker(key: usize, waker: &Waker, validate: impl FnOnce() -> bool) -> bool {
+    wakers::register(key, waker, validate)
+}
+
+/// Drops the waker registered under `key`, if any (a drain future that completes or is
+/// dropped).
+pub(crate) fn forget_waker(key: usize) {
+    wakers::forget(key);
+}
+
+/// The wakers of async drains, by key: a few mutex-protected lists, so that registering
+/// and waking are ordered by a lock, like the parking lot's queues.
+mod wakers {
+    use std::task::Waker;
+
+    #[cfg(not(loom))]
+    fn shard(key: usize) -> &'static parking_lot::Mutex<Vec<(usize, Waker)>> {
+        const SHARDS: usize = 16;
+        static LISTS: [parking_lot::Mutex<Vec<(usize, Waker)>>; SHARDS] =
+            [const { parking_lot::Mutex::new(Vec::new()) }; SHARDS];
+        // Node addresses are at least 8-aligned; mix the bits above that.
+        &LISTS[(key >> 4 ^ key >> 10) % SHARDS]
+    }
+
+    #[cfg(loom)]
+    fn shard(_key: usize) -> &'static super::Mutex<Vec<(usize, Waker)>> {
+        loom::lazy_static! {
+            static ref LIST: super::Mutex<Vec<(usize, Waker)>> = super::Mutex::new(Vec::new());
+        }
+        &LIST
+    }
+
+    pub(super) fn register(key: usize, waker: &Waker, validate: impl FnOnce() -> bool) -> bool {
+        let mut list = shard(key).lock();
+        if !validate() {
+            return false;
+        }
+        match list.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, registered)) => registered.clone_from(waker),
+            None => list.push((key, waker.clone())),
+        }
+        true
+    }
+
+    pub(super) fn wake(key: usize) {
+        let woken = {
+            let mut list = shard(key).lock();
+            let at = list.iter().position(|(k, _)| *k == key);
+            at.map(|at| list.swap_remove(at).1)
+        };
+        // Outside the lock: a waker may run arbitrary code.
+        if let Some(waker) = woken {
+            waker.wake();
+        }
+    }
+
+    pub(super) fn forget(key: usize) {
+        let forgotten = {
+            let mut list = shard(key).lock();
+            let at = list.iter().position(|(k, _)| *k == key);
+            at.map(|at| list.swap_remove(at).1)
+        };
+        drop(forgotten); // outside the lock, like a wake
+    }
+}
+
 /// Wakes every thread parked on `key`. Touches no memory at `key`: a node may already be
 /// freed when its last holder wakes the drainer.
-pub(crate) fn unpark_all(key: usize) {
+fn unpark_all(key: usize) {
     #[cfg(not(loom))]
     // SAFETY: no callback; `key` is only compared, never dereferenced.
     unsafe {

@@ -1,13 +1,15 @@
 //! The table: insert under several keys, get-ref, kill.
 
+use crate::drain::Dying;
 use crate::error::{InsertError, InsertErrorKind};
-use crate::guard::{Owner, Ref};
+use crate::guard::{OwnedRef, Owner, Ref};
 use crate::index::{Entry, Index, ShardWriter};
 use crate::node::{self, ClonedKeys, Node};
-use crate::sync::{self, Arc, Guard};
-use std::borrow::Borrow;
+use crate::sync::{self, Arc, AtomicBool, Guard, Ordering};
+use equivalent::Equivalent;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
+use std::ptr::NonNull;
 
 /// The most keys one object may answer to. An insert locks the index shards of all its
 /// keys at once, so the bound keeps that (and the stack arrays it uses) small; an RDMA
@@ -85,6 +87,10 @@ pub struct ResTable<K, T, S = DefaultHashBuilder> {
 /// The hasher stays with the table; nodes keep their keys' hashes.
 pub(crate) struct Registry<K, T> {
     index: Index<K, Node<K, T>>,
+    /// Set when the `ResTable` is dropped: from then on nobody could `remove` a detached
+    /// object, so the table destroys the detached objects it finds, and `detach`
+    /// destroys its object itself (see [`Registry::adopt`]).
+    closed: AtomicBool,
 }
 
 // SAFETY: the raw node pointers in the index are shared the way `Ref`, `Owner` and `Dying`
@@ -94,11 +100,7 @@ unsafe impl<K: Send + Sync, T: Send + Sync> Send for Registry<K, T> {}
 // SAFETY: as above.
 unsafe impl<K: Send + Sync, T: Send + Sync> Sync for Registry<K, T> {}
 
-impl<K, T> ResTable<K, T, DefaultHashBuilder>
-where
-    K: Eq + Hash + Clone + Send + Sync + 'static,
-    T: Send + Sync + 'static,
-{
+impl<K, T> ResTable<K, T, DefaultHashBuilder> {
     /// An empty table.
     ///
     /// ```
@@ -120,23 +122,20 @@ where
     }
 }
 
-impl<K, T, S> Default for ResTable<K, T, S>
-where
-    K: Eq + Hash + Clone + Send + Sync + 'static,
-    T: Send + Sync + 'static,
-    S: BuildHasher + Default,
-{
+impl<K, T, S: BuildHasher + Default> Default for ResTable<K, T, S> {
     fn default() -> Self {
         Self::with_capacity_and_hasher(0, S::default())
     }
 }
 
-impl<K, T, S> ResTable<K, T, S>
-where
-    K: Eq + Hash + Clone + Send + Sync + 'static,
-    T: Send + Sync + 'static,
-    S: BuildHasher,
-{
+/// The bounds sit on the operations that need them, not on the table: a table of values
+/// that are not `Sync` (a `Cell`, say) is simply not `Sync` itself, and works on one
+/// thread. `insert` needs `K: Send + 'static` because the table keeps its own copies of
+/// the keys and drops them only after the epoch's grace period, in the epoch's
+/// collector, on whichever thread collects — possibly after the caller's borrows ended.
+/// Values are never dropped there (the last holder drops them), so `T` needs no such
+/// bound.
+impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     /// An empty table that hashes keys with `hasher`.
     ///
     /// ```
@@ -162,6 +161,7 @@ where
         ResTable {
             registry: Arc::new(Registry {
                 index: Index::with_capacity(capacity),
+                closed: AtomicBool::new(false),
             }),
             hasher,
         }
@@ -192,7 +192,10 @@ where
     /// assert!(table.get(&"qpn:8").is_none()); // all or nothing
     /// assert_eq!(err.into_value(), 8);
     /// ```
-    pub fn insert(&self, keys: &[K], value: T) -> Result<Owner<K, T>, InsertError<K, T>> {
+    pub fn insert(&self, keys: &[K], value: T) -> Result<Owner<K, T>, InsertError<K, T>>
+    where
+        K: Eq + Hash + Clone + Send + 'static,
+    {
         if let Err((kind, key)) = check_keys(keys) {
             return Err(InsertError::new(kind, key, value));
         }
@@ -226,7 +229,7 @@ where
         let node = Node::new_in(block, cloned, hashes, value);
         // SAFETY: just built; nothing else can see it until it is linked.
         self.registry
-            .link_all(&mut locked, unsafe { node.as_ref() });
+            .link_all(&mut locked, unsafe { node.as_ref() }, Node::publish);
         drop(locked);
         // SAFETY: linked and published: the owner's from now on.
         Ok(unsafe { Owner::new(Arc::clone(&self.registry), node) })
@@ -253,11 +256,48 @@ where
     /// assert_eq!(r.keys(), &[1, 2]);
     /// assert!(table.get(&3).is_none());
     /// ```
+    ///
+    /// Any `Q` that hashes like the key and implements [`Equivalent`] finds it, so a key
+    /// type that owns a `String` is looked up by `&str` without allocating:
+    ///
+    /// ```
+    /// use restable::{Equivalent, ResTable};
+    ///
+    /// #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+    /// enum ConnKey {
+    ///     Id(u64),
+    ///     Name(String),
+    /// }
+    ///
+    /// /// A borrowed `ConnKey::Name`: hashes exactly as `ConnKey::Name(String)` does.
+    /// #[derive(Hash)]
+    /// enum ConnKeyRef<'a> {
+    ///     #[allow(dead_code)]
+    ///     Id(u64),
+    ///     Name(&'a str),
+    /// }
+    ///
+    /// impl Equivalent<ConnKey> for ConnKeyRef<'_> {
+    ///     fn equivalent(&self, key: &ConnKey) -> bool {
+    ///         match (self, key) {
+    ///             (ConnKeyRef::Id(a), ConnKey::Id(b)) => a == b,
+    ///             (ConnKeyRef::Name(a), ConnKey::Name(b)) => *a == b,
+    ///             _ => false,
+    ///         }
+    ///     }
+    /// }
+    ///
+    /// let conns = ResTable::new();
+    /// let _c = conns
+    ///     .insert(&[ConnKey::Id(7), ConnKey::Name("alice".into())], "conn 7")
+    ///     .unwrap();
+    /// assert_eq!(*conns.get(&ConnKeyRef::Name("alice")).unwrap(), "conn 7");
+    /// ```
     #[inline]
+    #[must_use = "the reference is put at once if unused; to test for a key, use `contains_key`"]
     pub fn get<Q>(&self, key: &Q) -> Option<Ref<'_, K, T>>
     where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
+        Q: Hash + Equivalent<K> + ?Sized,
     {
         let hash = self.hasher.hash_one(key);
         let guard = sync::pin();
@@ -267,6 +307,71 @@ where
         // SAFETY: (1) pinned, so the node is not freed yet; (2) `try_get` took the
         // reference the `Ref` owns, and the `Ref` borrows `self`.
         unsafe { Node::try_get(node).then(|| Ref::new(node)) }
+    }
+
+    /// Like [`get`](Self::get), but the reference does not borrow the table: it can go
+    /// to a spawned thread or an async task. The drain waits for it like for any `Ref`.
+    ///
+    /// ```
+    /// let table = restable::ResTable::new();
+    /// let _conn = table.insert(&[1u32], "conn").unwrap();
+    /// let r = table.get_owned(&1).unwrap();
+    /// std::thread::spawn(move || assert_eq!(*r, "conn")).join().unwrap();
+    /// ```
+    #[inline]
+    #[must_use = "the reference is put at once if unused; to test for a key, use `contains_key`"]
+    pub fn get_owned<Q>(&self, key: &Q) -> Option<OwnedRef<K, T>>
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        self.get(key).map(Ref::into_owned)
+    }
+
+    /// Removes the detached object under `key` (see [`Owner::detach`]): kills it — every
+    /// key unreachable and free at once, as [`Owner::kill`] — and hands over the
+    /// [`Dying`], to drain or drop. Returns `None` if no live object answers to `key`, or
+    /// if the one that does still has its [`Owner`] (only its owner destroys it then).
+    /// Of two removes racing for one object, exactly one gets it.
+    ///
+    /// ```
+    /// let conns = restable::ResTable::new();
+    /// conns.insert(&[7u32], String::from("conn 7")).unwrap().detach();
+    /// let r = conns.get(&7).unwrap(); // a worker still uses it
+    /// let dying = conns.remove(&7).unwrap();
+    /// assert!(conns.remove(&7).is_none() && conns.get(&7).is_none());
+    /// drop(r);
+    /// assert_eq!(dying.drain(), "conn 7");
+    /// ```
+    #[must_use = "dropping the `Dying` lets the last reference drop the value; drain it to get \
+                  the value back"]
+    pub fn remove<Q>(&self, key: &Q) -> Option<Dying<K, T>>
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        let hash = self.hasher.hash_one(key);
+        let guard = sync::pin();
+        let node = self.registry.index.find(hash, key, &guard)?.node();
+        // SAFETY: pinned, and found in our index.
+        unsafe { Registry::claim(&self.registry, node) }
+    }
+
+    /// Removes every detached object for which `keep(keys, value)` is false, as
+    /// [`remove`](Self::remove) would, and drops it (once its references are gone, by the
+    /// last of them). Objects that still have their [`Owner`] are left alone. `keep` runs
+    /// under no lock and may use the table.
+    ///
+    /// ```
+    /// let table = restable::ResTable::new();
+    /// for id in 0..6u32 {
+    ///     table.insert(&[id], id * 10).unwrap().detach();
+    /// }
+    /// table.retain(|_, value| value % 20 == 0);
+    /// let mut left: Vec<u32> = table.iter().map(|r| *r).collect();
+    /// left.sort();
+    /// assert_eq!(left, [0, 20, 40]);
+    /// ```
+    pub fn retain(&self, keep: impl FnMut(&[K], &T) -> bool) {
+        Registry::remove_detached(&self.registry, keep);
     }
 
     /// Whether a live object answers to `key` right now (without taking a reference).
@@ -280,8 +385,7 @@ where
     /// ```
     pub fn contains_key<Q>(&self, key: &Q) -> bool
     where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
+        Q: Hash + Equivalent<K> + ?Sized,
     {
         let hash = self.hasher.hash_one(key);
         let guard = sync::pin();
@@ -393,19 +497,105 @@ impl<K: Eq, T> Registry<K, T> {
     }
 }
 
+impl<K: Eq, T> Registry<K, T> {
+    /// Links a killed node under all its keys again and makes it live, or links nothing
+    /// and returns the position of a key that names a live object now.
+    pub(crate) fn revive(&self, node: &Node<K, T>) -> Result<(), usize> {
+        let entries = node.entries();
+        let mut hashes = [0u64; MAX_KEYS];
+        for (hash, entry) in hashes.iter_mut().zip(entries) {
+            *hash = entry.hash();
+        }
+        let hashes = &hashes[..entries.len()];
+        let guard = sync::pin();
+        let mut locked = LockedShards::new(&self.index, hashes.iter().copied(), &guard);
+        if let Some(taken) = self.check_free(&mut locked, node.keys(), hashes) {
+            return Err(taken);
+        }
+        self.link_all(&mut locked, node, Node::revive);
+        Ok(())
+    }
+}
+
 impl<K, T> Registry<K, T> {
-    /// Links `node` under all its keys and publishes it (`LIVE`, insert's linearization
-    /// point), after [`Registry::check_free`] and before the locks are released. Nothing
-    /// is linked before every check has passed, so a failed insert was never visible.
-    /// Runs no user code.
-    fn link_all(&self, locked: &mut LockedShards<'_, K, T>, node: &Node<K, T>) {
+    /// Links `node` under all its keys and makes it live with `publish` (the
+    /// linearization point of insert or revive), after [`Registry::check_free`] and
+    /// before the locks are released. Nothing is linked before every check has passed,
+    /// so a failed insert or revive was never visible. Runs no user code.
+    fn link_all(
+        &self,
+        locked: &mut LockedShards<'_, K, T>,
+        node: &Node<K, T>,
+        publish: fn(&Node<K, T>),
+    ) {
         for entry in node.entries() {
             // SAFETY: the entry is part of the node, which stays allocated until it is
             // killed (unlinking every entry) and then retired through the epoch.
             unsafe { locked.writer(entry.hash()).link(entry) };
         }
-        node.publish();
+        publish(node);
         locked.writer(node.home()).add_objects(1);
+    }
+
+    /// Claims `node` if it is live and detached (`remove`'s linearization point), unlinks
+    /// its keys and hands it over as a `Dying`.
+    ///
+    /// # Safety
+    /// The caller is pinned, and found `node` in this registry's index.
+    unsafe fn claim(this: &Arc<Self>, node: *const Node<K, T>) -> Option<Dying<K, T>> {
+        // SAFETY: the caller's contract.
+        if !unsafe { Node::claim_detached(node) } {
+            return None;
+        }
+        // SAFETY: the claim made us its owner, so it stays allocated.
+        this.unlink_all(unsafe { &*node });
+        // SAFETY: killed and unlinked; its ownership is ours to hand over. A node
+        // pointer from the index is never null.
+        Some(unsafe { Dying::new(NonNull::new_unchecked(node.cast_mut()), Arc::clone(this)) })
+    }
+
+    /// See [`ResTable::retain`].
+    fn remove_detached(this: &Arc<Self>, mut keep: impl FnMut(&[K], &T) -> bool) {
+        let objects = Iter {
+            registry: this,
+            cursor: crate::index::Cursor::default(),
+            guard: sync::pin(),
+        };
+        for r in objects {
+            if !keep(r.keys(), &r) {
+                // SAFETY: the iterator is pinned, and found the node in our index.
+                drop(unsafe { Self::claim(this, r.node_ptr()) });
+            }
+        }
+    }
+
+    /// `Owner::detach`: leaves the owner's node with the table. If the table is gone,
+    /// nobody could remove the object any more, so the detaching thread destroys it
+    /// (unless the table's drop claimed it first). A `SeqCst` fence on both sides (here
+    /// after setting `DETACHED`, in `close` after setting `closed`) makes at least one of
+    /// them see the other's write, so the object is never stranded.
+    ///
+    /// # Safety
+    /// The caller owns the live `node` (its `Owner`) and gives that up here.
+    pub(crate) unsafe fn adopt(this: &Arc<Self>, node: NonNull<Node<K, T>>) {
+        // Pinned before the node can be claimed: a closing table that claims and destroys
+        // it cannot free it before we are done reading its state word.
+        let _guard = sync::pin();
+        // SAFETY: we own the node until `detach` hands it to the table.
+        unsafe { node.as_ref() }.detach();
+        sync::fence(Ordering::SeqCst);
+        if this.closed.load(Ordering::Relaxed) {
+            // SAFETY: pinned since before the node could be claimed; found in our index
+            // (detached nodes are linked).
+            drop(unsafe { Self::claim(this, node.as_ptr()) });
+        }
+    }
+
+    /// The table's drop: destroys the detached objects it owns.
+    fn close(this: &Arc<Self>) {
+        this.closed.store(true, Ordering::Relaxed);
+        sync::fence(Ordering::SeqCst);
+        Self::remove_detached(this, |_, _| false);
     }
 
     /// Kill: makes the node unreachable under all its keys at once (clearing `LIVE`),
@@ -414,6 +604,12 @@ impl<K, T> Registry<K, T> {
     pub(crate) fn kill(&self, node: &Node<K, T>) {
         let was_live = node.kill();
         debug_assert!(was_live, "kill of a node that was not live");
+        self.unlink_all(node);
+    }
+
+    /// The second half of a kill or a remove: unlinks the (no longer live) node's
+    /// entries, so that its keys can be inserted again.
+    fn unlink_all(&self, node: &Node<K, T>) {
         let entries = node.entries();
         let guard = sync::pin();
         let mut locked = LockedShards::new(&self.index, entries.iter().map(Entry::hash), &guard);
@@ -559,6 +755,15 @@ impl<'a, K, T> Iterator for Iter<'a, K, T> {
                 return Some(unsafe { Ref::new(node) });
             }
         }
+    }
+}
+
+impl<K, T, S> Drop for ResTable<K, T, S> {
+    /// Destroys the detached objects (see [`Owner::detach`]), which only the table owned:
+    /// each is killed and its value dropped by the last reference to go. Objects that
+    /// still have their [`Owner`] stay, until it lets go.
+    fn drop(&mut self) {
+        Registry::close(&self.registry);
     }
 }
 

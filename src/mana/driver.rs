@@ -231,15 +231,22 @@ impl Driver {
     pub fn destroy_qp(&self, owner: QpOwner) -> Result<(), DestroyError> {
         match self.order {
             DestroyOrder::KillDrainThenHw => {
-                let qp = QpTable::remove_qp(owner);
-                qp.set_hw_destroy_started(true);
-                if let Err(err) = self.device.destroy_qp(qp.hw()) {
-                    qp.set_hw_destroy_started(false);
-                    let owner = self.table.store_qp(qp).unwrap_or_else(|e| {
-                        panic!("re-storing a QP whose ids the hardware still owns: {e}")
+                // Unreachable under every id, ids free in the table; then no event or
+                // completion holds it any more (restrack's begin_del).
+                let dying = owner.kill();
+                dying.wait();
+                dying.set_hw_destroy_started(true);
+                if let Err(err) = self.device.destroy_qp(dying.hw()) {
+                    // abort_del: the hardware still owns the ids, so no create can have
+                    // taken them, and the QP goes back under all of them at once.
+                    dying.set_hw_destroy_started(false);
+                    let owner = dying.revive().unwrap_or_else(|e| {
+                        panic!("reviving a QP whose ids the hardware still owns: {e}")
                     });
                     return Err(DestroyError::Hardware(err, owner));
                 }
+                // commit_del: no reference is out, so this returns at once.
+                drop(dying.drain());
             }
             DestroyOrder::HwThenErase => {
                 owner.set_hw_destroy_started(true);

@@ -1,0 +1,143 @@
+//! Ownership left with the table: detach, remove by key, retain, and the table's drop.
+
+mod common;
+
+use common::{count, counter, Counted};
+use restable::ResTable;
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+#[test]
+fn racing_removes_have_one_winner() {
+    for round in 0..300u32 {
+        let table = ResTable::new();
+        let drops = counter();
+        table
+            .insert(&[round, round + 1_000_000], Counted::new(1, &drops))
+            .unwrap()
+            .detach();
+        let start = Barrier::new(2);
+        let won = thread::scope(|s| {
+            let other = s.spawn(|| {
+                start.wait();
+                table.remove(&(round + 1_000_000)).map(|d| d.drain())
+            });
+            start.wait();
+            let mine = table.remove(&round).map(|d| d.drain());
+            [mine, other.join().unwrap()]
+        });
+        assert_eq!(
+            won.iter().filter(|w| w.is_some()).count(),
+            1,
+            "round {round}"
+        );
+        assert!(table.is_empty() && !table.contains_key(&round));
+        drop(won);
+        assert_eq!(count(&drops), 1);
+    }
+}
+
+#[test]
+fn remove_waits_for_holders_and_frees_the_keys_at_once() {
+    let table = ResTable::new();
+    table.insert(&["conn:7", "alice"], 7u32).unwrap().detach();
+    let r = table.get(&"alice").unwrap();
+    let dying = table.remove(&"conn:7").expect("detached, so removable");
+    table.insert(&["alice"], 8).unwrap().detach(); // the name is free at once
+    assert_eq!(dying.refs(), 1);
+    drop(r);
+    assert_eq!(dying.drain(), 7);
+    assert_eq!(*table.get(&"alice").unwrap(), 8);
+}
+
+#[test]
+fn an_object_with_an_owner_is_not_removed_by_key() {
+    let table = ResTable::new();
+    let owner = table.insert(&[1u32], 'a').unwrap();
+    assert!(table.remove(&1).is_none());
+    table.retain(|_, _| false);
+    assert!(table.contains_key(&1), "retain removed an owned object");
+    assert_eq!(owner.kill_and_drain(), 'a');
+}
+
+#[test]
+fn retain_sees_keys_and_values_and_drops_the_rest() {
+    let table = ResTable::new();
+    let drops = counter();
+    for id in 0..100u64 {
+        table
+            .insert(&[id, 1_000 + id], Counted::new(id, &drops))
+            .unwrap()
+            .detach();
+    }
+    let held = table.get(&4).unwrap(); // removed while held: dropped by this `Ref`
+    table.retain(|keys, value| {
+        assert_eq!(keys, [value.id, 1_000 + value.id]);
+        value.id % 4 != 0
+    });
+    assert_eq!(table.len(), 75);
+    assert_eq!(count(&drops), 24);
+    drop(held);
+    assert_eq!(count(&drops), 25);
+    assert!(table.get(&8).is_none() && table.get(&1_009).is_some());
+}
+
+#[test]
+fn dropping_the_table_destroys_what_it_owns_and_only_that() {
+    let drops = counter();
+    let table = ResTable::new();
+    table
+        .insert(&[1u32], Counted::new(1, &drops))
+        .unwrap()
+        .detach();
+    table
+        .insert(&[2u32], Counted::new(2, &drops))
+        .unwrap()
+        .detach();
+    let held = table.get_owned(&2).unwrap();
+    let owned = table.insert(&[3u32], Counted::new(3, &drops)).unwrap();
+    drop(table);
+    assert_eq!(
+        count(&drops),
+        1,
+        "object 1 dropped with the table; 2 is held"
+    );
+    drop(held);
+    assert_eq!(count(&drops), 2);
+    assert_eq!(
+        owned.kill_and_drain().id,
+        3,
+        "an owned object outlives the table"
+    );
+}
+
+#[test]
+fn detaching_after_the_table_is_gone_destroys_the_object() {
+    let drops = counter();
+    let table = ResTable::new();
+    let owner = table.insert(&[1u32], Counted::new(1, &drops)).unwrap();
+    drop(table);
+    owner.detach(); // nobody could remove it any more
+    assert_eq!(count(&drops), 1);
+}
+
+#[test]
+fn detach_racing_the_table_drop_never_strands_an_object() {
+    for _ in 0..300 {
+        let drops = counter();
+        let table = ResTable::new();
+        let owner = table.insert(&[1u32], Counted::new(1, &drops)).unwrap();
+        let start = Arc::new(Barrier::new(2));
+        let detacher = {
+            let start = Arc::clone(&start);
+            thread::spawn(move || {
+                start.wait();
+                owner.detach();
+            })
+        };
+        start.wait();
+        drop(table);
+        detacher.join().unwrap();
+        assert_eq!(count(&drops), 1, "a detached object outlived its table");
+    }
+}
