@@ -24,6 +24,12 @@ use std::ptr::NonNull;
 /// or call [`detach`](Owner::detach) to leave the object with the table until
 /// [`ResTable::remove`](crate::ResTable::remove).
 ///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// let table = restable::ResTable::new();
+/// table.insert(&[1u32], "qp").unwrap(); // error: unused `Owner` that must be used
+/// ```
+///
 /// ```
 /// use restable::ResTable;
 ///

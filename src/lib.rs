@@ -18,7 +18,8 @@
 //! mlx5 (`get_rsc`/`put_rsc`), mana_ib (`mana_get_qp_ref`/`mana_put_qp_ref`) and the
 //! RDMA core's `restrack` each open-code this with a lock, a refcount and a completion,
 //! and each has shipped races in it. `restable` is that pattern once, with the lookup
-//! lock-free and every interleaving of the races model-checked under loom.
+//! lock-free and the races model-checked under loom (every interleaving up to
+//! preemption bound 2, and 3 in the heavier run).
 //!
 //! ```
 //! use restable::ResTable;
@@ -48,18 +49,22 @@
 //! ## The state word
 //!
 //! ```text
-//!  63     62      61       60 ...................................... 0
-//! +------+-------+--------+-------------------------------------------+
-//! | LIVE | OWNED | PARKED |                  refs                     |
-//! +------+-------+--------+-------------------------------------------+
+//!  63     62      61       60         59 ........................... 0
+//! +------+-------+--------+----------+-------------------------------+
+//! | LIVE | OWNED | PARKED | DETACHED |             refs              |
+//! +------+-------+--------+----------+-------------------------------+
 //! ```
 //!
-//! - `LIVE`: get-ref may succeed. Set once when the insert publishes, cleared once by
-//!   kill. A node whose insert failed is never live.
-//! - `OWNED`: an [`Owner`] or [`Dying`] exists and will take or drop the value. Cleared
-//!   when it is dropped without draining; then the last reference drops the value.
-//! - `PARKED`: a drainer sleeps (or is about to) until `refs` reaches zero.
-//! - `refs`: the number of [`Ref`]s out.
+//! - `LIVE`: get-ref may succeed. Set when the insert publishes, cleared by kill or
+//!   remove; set again only by revive, once every key is linked again. A node whose
+//!   insert failed is never live.
+//! - `OWNED`: an [`Owner`] or [`Dying`] exists (or, with `DETACHED`, the table owns the
+//!   node) and will take or drop the value. Cleared when it is dropped without draining;
+//!   then the last reference drops the value.
+//! - `PARKED`: a drainer — a parked thread, or an async task through its waker — waits
+//!   (or is about to) until `refs` reaches zero. Only meaningful while `OWNED` is set.
+//! - `DETACHED`: the owner was detached; `remove` by any key may claim the node.
+//! - `refs`: the number of references ([`Ref`], [`OwnedRef`]) out.
 //!
 //! Every transition is one read-modify-write of this word, so "may it be found", "who
 //! holds it", "must somebody be woken" and "who drops the value" are decided by one
@@ -85,6 +90,15 @@
 //! - **kill**: `fetch_and(!LIVE)` — the linearization point: from here no `get` on any key
 //!   succeeds. Then lock the shards of its keys as insert does and unlink the node's
 //!   entries, so every key can be inserted again before the drain.
+//! - **remove** (of a detached node): one CAS that requires `LIVE | DETACHED` and clears
+//!   both — the linearization point, so of two racing removes exactly one succeeds and
+//!   the other sees no live detached node; then unlink as kill does.
+//! - **revive** (of a killed node): lock its keys' shards, check and link them as insert
+//!   does, then `fetch_or(LIVE)` with `Release` (an RMW, since references taken before
+//!   the kill may still be out) — the linearization point; a failed check links nothing.
+//!   Entries relinked into the same array go in at the head of their bucket, so a stale
+//!   reader standing on one walks on from the head: it may see entries twice, never
+//!   skip one.
 //! - **drain**: wait until `refs` is zero — spin briefly, then park on the node's address
 //!   in the parking lot after setting `PARKED` inside the lot's `validate` — and move the
 //!   value out. Its linearization point is the load that sees zero; zero is final, since
@@ -116,7 +130,11 @@
 //!   so either it comes first (the drainer sees zero and does not sleep) or it sees
 //!   `PARKED` and calls `unpark_all`, which takes the same lock and so finds the drainer
 //!   queued. No lost wake-up. The wake touches only the lot, keyed by the node's address,
-//!   because the woken drainer may free the node at once.
+//!   because the woken drainer may free the node at once. An async drain ([`Drain`])
+//!   does the same with its task's waker in a registry keyed and locked the same way:
+//!   it sets `PARKED` under the registry's lock, and the last put takes that lock to
+//!   wake it. A wake that comes late, when the address already names another node, is
+//!   only spurious: every drainer checks the word again.
 //!
 //! ## Reclamation
 //!
@@ -167,11 +185,11 @@
 //! | `node` | the node (one block: header, keys, entries) and its state word; every transition of it |
 //! | `recycle` | retired node blocks going back to their shard for reuse |
 //! | `section` | [`ReadSection`]: one epoch pin for a batch of lookups |
-//! | `guard` | [`Owner`] and [`Ref`], the handles to an object |
-//! | `drain` | [`Dying`]: waiting for holders and taking the value back |
-//! | `error` | [`InsertError`], which always hands the value back |
+//! | `guard` | [`Owner`], [`Ref`] and [`OwnedRef`], the handles to an object |
+//! | `drain` | [`Dying`] and [`Drain`]: waiting for holders (blocking or async), taking the value back, or reviving |
+//! | `error` | [`InsertError`] and [`ReviveError`], which always hand the value back |
 //! | `sync` | the only door to atomics, locks, parking and epoch pinning (loom swaps it) |
-//! | [`mana`] | a mana_ib adapter (feature `mana`, on by default): QP table, EQ and CQ paths, simulated device |
+//! | `mana` | a mana_ib adapter (feature `mana`, off by default): QP table, EQ and CQ paths, simulated device |
 
 #![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
 #![warn(rust_2018_idioms)]

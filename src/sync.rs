@@ -24,14 +24,17 @@ compile_error!(
 );
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{
-    fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
-};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{
-    fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
-};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+
+/// The mana adapter's counters.
+#[cfg(all(feature = "mana", not(loom)))]
+pub(crate) use std::sync::atomic::AtomicU64;
+
+#[cfg(all(feature = "mana", loom))]
+pub(crate) use loom::sync::atomic::AtomicU64;
 
 pub(crate) use crossbeam_epoch::{Atomic, Guard, Owned, Shared};
 
@@ -62,6 +65,7 @@ pub(crate) fn spin_hint() {
 }
 
 /// Lets other threads run (the simulated device's command latency).
+#[cfg(feature = "mana")]
 pub(crate) fn yield_now() {
     #[cfg(not(loom))]
     std::thread::yield_now();

@@ -598,3 +598,18 @@ fn lookup_by_borrowed_form() {
     assert_eq!(*table.get("qpn:7").unwrap(), 7);
     assert!(table.contains_key("qpn:7"));
 }
+
+#[test]
+fn a_table_of_values_that_are_not_sync_works_on_one_thread() {
+    // Nothing at construction asks for `Send`/`Sync`: such a table is simply not `Sync`
+    // itself (see `handles_have_the_promised_auto_traits`), and works on its thread.
+    let table = ResTable::<u32, std::cell::Cell<u32>>::new();
+    let owner = table.insert(&[1], std::cell::Cell::new(1)).unwrap();
+    table.get(&1).unwrap().set(2);
+    assert_eq!(owner.kill_and_drain().get(), 2);
+    let borrowed = String::from("local");
+    let by_local_str = ResTable::<u32, &str>::new(); // values may borrow locals
+    let owner = by_local_str.insert(&[1], borrowed.as_str()).unwrap();
+    assert_eq!(*by_local_str.get(&1).unwrap(), "local");
+    drop(owner);
+}

@@ -62,9 +62,9 @@ fn lookups_race_create_and_destroy_with_lifo_key_reuse() {
         for seed in 0..2u64 {
             let (table, stop, hits, misses) = (&table, &stop, &hits, &misses);
             s.spawn(move || {
-                let mut rng = Rng::new(seed + 1);
+                let mut rng = Rng::with_seed(seed + 1);
                 while !stop.load(Ordering::Relaxed) {
-                    let key = rng.below(KEYS as u64) as u32;
+                    let key = rng.u64(..KEYS as u64) as u32;
                     let Some(r) = table.get(&key) else {
                         misses.fetch_add(1, Ordering::Relaxed);
                         continue;
@@ -72,12 +72,12 @@ fn lookups_race_create_and_destroy_with_lifo_key_reuse() {
                     hits.fetch_add(1, Ordering::Relaxed);
                     assert!(r.keys.contains(&key), "found under {key}: {:?}", r.keys);
                     assert_eq!(r.keys(), &r.keys[..]);
-                    let held = if rng.below(4) == 0 {
+                    let held = if rng.u64(..4) == 0 {
                         Some(r.clone())
                     } else {
                         None
                     };
-                    for _ in 0..rng.below(64) {
+                    for _ in 0..rng.u64(..64) {
                         std::hint::spin_loop();
                     }
                     assert!(
@@ -95,11 +95,11 @@ fn lookups_race_create_and_destroy_with_lifo_key_reuse() {
         for seed in 0..2u64 {
             let (table, pool, drops, created) = (&table, &pool, &drops, &created);
             s.spawn(move || {
-                let mut rng = Rng::new(seed + 100);
+                let mut rng = Rng::with_seed(seed + 100);
                 let mut owners: Vec<(Owner<u32, Object>, Arc<AtomicBool>)> = Vec::new();
                 let mut next_id = seed << 40;
                 while Instant::now() < deadline {
-                    let want = 1 + rng.below(3) as usize;
+                    let want = 1 + rng.u64(..3) as usize;
                     if owners.len() < 4 {
                         if let Some(keys) = pool.take(want) {
                             let drained = Arc::new(AtomicBool::new(false));
@@ -122,9 +122,9 @@ fn lookups_race_create_and_destroy_with_lifo_key_reuse() {
                         continue;
                     }
                     let (owner, drained) =
-                        owners.swap_remove(rng.below(owners.len() as u64) as usize);
+                        owners.swap_remove(rng.u64(..owners.len() as u64) as usize);
                     let keys = owner.keys().to_vec();
-                    match rng.below(4) {
+                    match rng.u64(..4) {
                         0 => {
                             drop(owner); // kill; the last holder drops the value
                             pool.give_back(&keys);
@@ -191,14 +191,14 @@ fn a_hot_object_is_shared_by_many_holders_while_others_churn() {
         for seed in 0..3u64 {
             let (table, stop) = (&table, &stop);
             s.spawn(move || {
-                let mut rng = Rng::new(seed + 7);
+                let mut rng = Rng::with_seed(seed + 7);
                 let mut held = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
-                    let key = if rng.below(2) == 0 { 0 } else { 1000 };
+                    let key = if rng.u64(..2) == 0 { 0 } else { 1000 };
                     let r = table.get(&key).expect("the hot object is live");
                     assert_eq!(*r, 7);
                     held.push(r);
-                    if held.len() > rng.below(8) as usize {
+                    if held.len() > rng.u64(..8) as usize {
                         held.clear();
                     }
                 }

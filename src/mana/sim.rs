@@ -4,6 +4,7 @@
 
 use super::{Cqe, GdmaEvent, QpType};
 use crate::sync::{AtomicUsize, Mutex, Ordering};
+pub use fastrand::Rng;
 use std::collections::VecDeque;
 use std::fmt;
 
@@ -279,12 +280,12 @@ impl Device {
     /// a recently destroyed one, sometimes an event type the QP table does not handle.
     ///
     /// ```
-    /// use restable::mana::sim::{Device, SimRng};
-    /// let event = Device::new().next_event(&mut SimRng::new(1));
+    /// use restable::mana::sim::{Device, Rng};
+    /// let event = Device::new().next_event(&mut Rng::with_seed(1));
     /// # let _ = event;
     /// ```
-    pub fn next_event(&self, rng: &mut SimRng) -> GdmaEvent {
-        match rng.below(8) {
+    pub fn next_event(&self, rng: &mut Rng) -> GdmaEvent {
+        match rng.u64(..8) {
             0 => GdmaEvent {
                 event_type: 131, // GDMA_EQE_HWC_INIT_DONE: not the QP table's
                 details: [0; 4],
@@ -300,17 +301,17 @@ impl Device {
     /// one; `None` when the device has no QP at all.
     ///
     /// ```
-    /// use restable::mana::{sim::{Device, SimRng}, QpType};
+    /// use restable::mana::{sim::{Device, Rng}, QpType};
     /// let device = Device::new();
-    /// assert_eq!(device.next_cqe(&mut SimRng::new(1)), None); // no QP, no completions
+    /// assert_eq!(device.next_cqe(&mut Rng::with_seed(1)), None); // no QP, no completions
     /// let qp = device.create_qp(QpType::Ud).unwrap();
-    /// let cqe = device.next_cqe(&mut SimRng::new(1)).unwrap();
+    /// let cqe = device.next_cqe(&mut Rng::with_seed(1)).unwrap();
     /// assert!(cqe.wq_id == qp.send_queue || cqe.wq_id == qp.recv_queue);
     /// ```
-    pub fn next_cqe(&self, rng: &mut SimRng) -> Option<Cqe> {
-        let stale = rng.below(8) == 0;
+    pub fn next_cqe(&self, rng: &mut Rng) -> Option<Cqe> {
+        let stale = rng.u64(..8) == 0;
         let hw = self.pick(rng, stale)?;
-        let is_send = rng.below(2) == 0;
+        let is_send = rng.u64(..2) == 0;
         let wq_id = if is_send {
             hw.send_queue
         } else {
@@ -320,54 +321,14 @@ impl Device {
     }
 
     /// A live QP, or a recently destroyed one if `stale` (a live one if none was).
-    fn pick(&self, rng: &mut SimRng, stale: bool) -> Option<HwQp> {
+    fn pick(&self, rng: &mut Rng, stale: bool) -> Option<HwQp> {
         if stale {
             let recent = self.recently_destroyed.lock();
             if !recent.is_empty() {
-                return Some(recent[rng.below(recent.len() as u64) as usize].clone());
+                return Some(recent[rng.u64(..recent.len() as u64) as usize].clone());
             }
         }
         let live = self.live.lock();
-        (!live.is_empty()).then(|| live[rng.below(live.len() as u64) as usize].clone())
-    }
-}
-
-/// A small xorshift generator for the simulation's choices (not for anything that needs
-/// real randomness).
-#[derive(Debug, Clone)]
-pub struct SimRng(u64);
-
-impl SimRng {
-    /// A generator from a seed; equal seeds give equal sequences.
-    ///
-    /// ```
-    /// use restable::mana::sim::SimRng;
-    /// assert_eq!(SimRng::new(7).next_u64(), SimRng::new(7).next_u64());
-    /// ```
-    pub fn new(seed: u64) -> Self {
-        SimRng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    /// The next 64 random bits.
-    ///
-    /// ```
-    /// let mut rng = restable::mana::sim::SimRng::new(1);
-    /// assert_ne!(rng.next_u64(), rng.next_u64());
-    /// ```
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// Uniform-ish in `0..n`; `n` must not be zero.
-    ///
-    /// ```
-    /// let mut rng = restable::mana::sim::SimRng::new(1);
-    /// assert!((0..100).all(|_| rng.below(6) < 6));
-    /// ```
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
+        (!live.is_empty()).then(|| live[rng.u64(..live.len() as u64) as usize].clone())
     }
 }

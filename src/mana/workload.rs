@@ -2,7 +2,7 @@
 //! completions, and control threads creating and destroying QPs at random — the engine
 //! behind the `mana_ib` example and the adapter's stress tests.
 
-use super::sim::{Device, SimRng};
+use super::sim::{Device, Rng};
 use super::{DestroyError, DestroyOrder, Driver, QpOwner, QpType};
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 use std::fmt;
@@ -129,10 +129,10 @@ impl fmt::Display for Summary {
             ("qps created", self.qps_created),
             ("qps destroyed", self.qps_destroyed),
             ("events delivered", self.events_delivered),
-            ("events stale (QP gone)", self.events_stale),
+            ("events for no live QP", self.events_stale),
             ("events of other types", self.events_unknown),
             ("completions delivered", self.completions),
-            ("completions stale", self.completions_stale),
+            ("completions for no live QP", self.completions_stale),
             ("create failures (id collision)", self.create_failures),
             ("destroy failures (hw, retried)", self.destroy_failures),
             ("late deliveries", self.late_deliveries),
@@ -203,7 +203,7 @@ impl Workload {
             // One "interrupt" handles a batch of EQEs, and one poll a batch of CQEs, in one
             // read section, as the kernel runs them under one rcu_read_lock().
             s.spawn(move || {
-                let mut rng = SimRng::new(self.seed);
+                let mut rng = Rng::with_seed(self.seed);
                 while !stop.load(Ordering::Relaxed) {
                     let _section = crate::read_section();
                     for _ in 0..BATCH {
@@ -215,7 +215,7 @@ impl Workload {
             });
             for poller in 0..self.pollers {
                 s.spawn(move || {
-                    let mut rng = SimRng::new(self.seed + 100 + poller as u64);
+                    let mut rng = Rng::with_seed(self.seed + 100 + poller as u64);
                     while !stop.load(Ordering::Relaxed) {
                         let section = crate::read_section();
                         let mut polled = 0;
@@ -236,7 +236,7 @@ impl Workload {
             let per_thread = self.qps.div_ceil(self.control_threads).max(1);
             let controls: Vec<_> = (0..self.control_threads)
                 .map(|i| {
-                    let rng = SimRng::new(self.seed + 1000 + i as u64);
+                    let rng = Rng::with_seed(self.seed + 1000 + i as u64);
                     let failures = &destroy_failures;
                     s.spawn(move || self.control(driver, rng, per_thread, deadline, failures))
                 })
@@ -263,16 +263,16 @@ impl Workload {
     fn control(
         &self,
         driver: &Driver,
-        mut rng: SimRng,
+        mut rng: Rng,
         max_live: usize,
         deadline: Instant,
         destroy_failures: &AtomicU64,
     ) {
         let mut live: Vec<QpOwner> = Vec::with_capacity(max_live);
         while Instant::now() < deadline {
-            let create = live.is_empty() || (live.len() < max_live && rng.below(2) == 0);
+            let create = live.is_empty() || (live.len() < max_live && rng.u64(..2) == 0);
             if create {
-                let qp_type = if rng.below(2) == 0 {
+                let qp_type = if rng.u64(..2) == 0 {
                     QpType::Rc
                 } else {
                     QpType::Ud
@@ -283,8 +283,8 @@ impl Workload {
                 }
                 continue;
             }
-            let owner = live.swap_remove(rng.below(live.len() as u64) as usize);
-            if self.fail_one_destroy_in != 0 && rng.below(self.fail_one_destroy_in) == 0 {
+            let owner = live.swap_remove(rng.u64(..live.len() as u64) as usize);
+            if self.fail_one_destroy_in != 0 && rng.u64(..self.fail_one_destroy_in) == 0 {
                 driver.device().fail_next_destroys(1);
             }
             if let Err(DestroyError::Hardware(_, owner)) = driver.destroy_qp(owner) {
