@@ -16,8 +16,8 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 use support::{
-    key, DashMapArc, Floor, Impl, KernelPattern, Key, MutexMap, Restable, RestableSection,
-    RwLockMap, Session, Slab,
+    key, DashMapArc, Floor, Impl, KernelPattern, Key, MutexMap, PapayaArc, Restable,
+    RestableSection, RwLockMap, SccArc, Session, Slab,
 };
 
 /// Runs `$bench::<I>($args)` for every implementation.
@@ -30,6 +30,8 @@ macro_rules! for_each_impl {
         $bench::<KernelPattern>($($arg),*);
         $bench::<DashMapArc>($($arg),*);
         $bench::<Slab>($($arg),*);
+        $bench::<PapayaArc>($($arg),*);
+        $bench::<SccArc>($($arg),*);
     };
 }
 
@@ -43,10 +45,21 @@ fn advance(i: &mut usize, len: usize) -> usize {
     *i
 }
 
+/// How a benchmark's table starts: sized for everything it will hold, or empty and grown
+/// by the inserts (what most users write).
+#[derive(Clone, Copy)]
+enum Start {
+    Presized,
+    Grown,
+}
+
 /// `n` objects under `keys_each` keys; returns the table, the owners and the lookup key
 /// of every object's first key, in a shuffled order.
-fn populate<I: Impl>(n: u64, keys_each: u64) -> (I, Vec<I::Owner>, Vec<Key>) {
-    let table = I::with_capacity((n * keys_each) as usize);
+fn populate<I: Impl>(n: u64, keys_each: u64, start: Start) -> (I, Vec<I::Owner>, Vec<Key>) {
+    let table = I::with_capacity(match start {
+        Start::Presized => (n * keys_each) as usize,
+        Start::Grown => 0,
+    });
     let mut owners = Vec::with_capacity(n as usize);
     let mut lookups = Vec::with_capacity(n as usize);
     for i in 0..n {
@@ -59,14 +72,9 @@ fn populate<I: Impl>(n: u64, keys_each: u64) -> (I, Vec<I::Owner>, Vec<Key>) {
     (table, owners, lookups)
 }
 
+/// The same order on every run, so every implementation sees the same access pattern.
 fn shuffle(keys: &mut [Key]) {
-    let mut state = 0x2545_F491_4F6C_DD1Du64;
-    for i in (1..keys.len()).rev() {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        keys.swap(i, (state % (i as u64 + 1)) as usize);
-    }
+    fastrand::Rng::with_seed(0x2545_F491_4F6C_DD1D).shuffle(keys);
 }
 
 fn teardown<I: Impl>(table: &I, owners: Vec<I::Owner>) {
@@ -76,8 +84,8 @@ fn teardown<I: Impl>(table: &I, owners: Vec<I::Owner>) {
 }
 
 // (1) get+put hit, one thread.
-fn hit<I: Impl>(group: &mut BenchmarkGroup<'_, WallTime>, n: u64, label: &str) {
-    let (table, owners, lookups) = populate::<I>(n, 1);
+fn hit<I: Impl>(group: &mut BenchmarkGroup<'_, WallTime>, n: u64, label: &str, start: Start) {
+    let (table, owners, lookups) = populate::<I>(n, 1, start);
     let mut i = 0;
     let mut session = Session::new::<I>();
     group.bench_function(format!("{}/{label}", I::NAME), |b| {
@@ -101,7 +109,7 @@ fn hit_floor(group: &mut BenchmarkGroup<'_, WallTime>, n: u64, label: &str) {
 
 // (2) get miss.
 fn miss<I: Impl>(group: &mut BenchmarkGroup<'_, WallTime>) {
-    let (table, owners, _) = populate::<I>(1000, 1);
+    let (table, owners, _) = populate::<I>(1000, 1, Start::Presized);
     // Keys of objects that were never inserted (and slab keys never handed out).
     let misses: Vec<Key> = (0..1000).map(|i| key(1_000_000 + i, 0)).collect();
     let mut i = 0;
@@ -141,7 +149,7 @@ const HALF: usize = 512;
 
 // (3) two threads, disjoint keys; (4) two threads, one key.
 fn pair<I: Impl>(group: &mut BenchmarkGroup<'_, WallTime>, same_key: bool) {
-    let (table, owners, lookups) = populate::<I>(2 * HALF as u64, 1);
+    let (table, owners, lookups) = populate::<I>(2 * HALF as u64, 1, Start::Presized);
     group.bench_function(I::NAME, |b| {
         b.iter_custom(|iters| {
             two_threads::<I>(iters, |t, i| {
@@ -178,7 +186,7 @@ fn pair_floor(group: &mut BenchmarkGroup<'_, WallTime>, same_key: bool) {
 fn churn<I: Impl>(group: &mut BenchmarkGroup<'_, WallTime>, timed_lookups: bool) {
     const OBJECTS: u64 = 1000;
     const KEYS: u64 = 6;
-    let (table, owners, _) = populate::<I>(OBJECTS, KEYS);
+    let (table, owners, _) = populate::<I>(OBJECTS, KEYS, Start::Presized);
     let mut lookups: Vec<Key> = (0..OBJECTS)
         .flat_map(|i| (0..KEYS).map(move |k| key(i, k)))
         .collect();
@@ -319,7 +327,14 @@ fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("1_get_put_hit");
     for (n, label) in [(1_000, "1k"), (1_000_000, "1M")] {
         hit_floor(&mut group, n, label);
-        for_each_impl!(hit(&mut group, n, label));
+        for_each_impl!(hit(&mut group, n, label, Start::Presized));
+    }
+    group.finish();
+
+    // The same lookups in tables that started empty and grew to their size.
+    let mut group = c.benchmark_group("1b_get_put_hit_grown");
+    for (n, label) in [(1_000, "1k"), (1_000_000, "1M")] {
+        for_each_impl!(hit(&mut group, n, label, Start::Grown));
     }
     group.finish();
 

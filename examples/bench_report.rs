@@ -1,9 +1,12 @@
-//! Reads criterion's results (`target/criterion`, or the directory given as the first
-//! argument) and prints one markdown table: ns/op per implementation per workload, and
-//! each one's time relative to restable's (above 1.00×: slower than restable).
+//! Reads criterion's results (`target/criterion`, or the directory given with `--dir`)
+//! and prints one markdown table: ns/op per implementation per workload, and each one's
+//! time relative to restable's (above 1.00×: slower than restable). With `--chart FILE`
+//! it also draws every workload for every implementation into an SVG chart.
 //!
-//! `cargo bench --bench tables && cargo run --release --example bench_report`
+//! `cargo bench --bench tables && cargo run --release --example bench_report -- --chart
+//! benches/results.svg`
 
+use plotters::prelude::*;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
@@ -11,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// The column order; implementations not listed here follow in name order.
-const COLUMNS: [&str; 8] = [
+const COLUMNS: [&str; 10] = [
     "restable",
     "restable-section",
     "floor",
@@ -20,13 +23,24 @@ const COLUMNS: [&str; 8] = [
     "kernel-spinlock-refcount",
     "dashmap",
     "sharded-slab",
+    "papaya",
+    "scc",
 ];
 
 fn main() -> ExitCode {
-    let root = std::env::args_os()
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("target/criterion"));
+    let mut root = PathBuf::from("target/criterion");
+    let mut chart = None;
+    let mut args = std::env::args_os().skip(1);
+    while let Some(arg) = args.next() {
+        match (arg.to_str(), args.next()) {
+            (Some("--dir"), Some(dir)) => root = PathBuf::from(dir),
+            (Some("--chart"), Some(file)) => chart = Some(PathBuf::from(file)),
+            _ => {
+                eprintln!("usage: bench_report [--dir CRITERION_DIR] [--chart FILE.svg]");
+                return ExitCode::from(2);
+            }
+        }
+    }
     // workload → implementation → mean ns per iteration
     let mut results: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
     if let Err(err) = collect(&root, &mut results) {
@@ -40,7 +54,14 @@ fn main() -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    print!("{}", table(&results));
+    let columns = columns(&results);
+    print!("{}", table(&results, &columns));
+    if let Some(file) = chart {
+        if let Err(err) = draw(&file, &results, &columns) {
+            eprintln!("bench_report: drawing {}: {err}", file.display());
+            return ExitCode::FAILURE;
+        }
+    }
     ExitCode::SUCCESS
 }
 
@@ -88,7 +109,8 @@ fn read_result(dir: &Path) -> Option<(String, String, f64)> {
     Some((workload, implementation, mean))
 }
 
-fn table(results: &BTreeMap<String, BTreeMap<String, f64>>) -> String {
+/// The implementations that have results, in `COLUMNS` order, others after by name.
+fn columns(results: &BTreeMap<String, BTreeMap<String, f64>>) -> Vec<&str> {
     let mut columns: Vec<&str> = COLUMNS.to_vec();
     for implementation in results.values().flat_map(|row| row.keys()) {
         if !columns.contains(&implementation.as_str()) {
@@ -96,6 +118,10 @@ fn table(results: &BTreeMap<String, BTreeMap<String, f64>>) -> String {
         }
     }
     columns.retain(|c| results.values().any(|row| row.contains_key(*c)));
+    columns
+}
+
+fn table(results: &BTreeMap<String, BTreeMap<String, f64>>, columns: &[&str]) -> String {
     let mut out = format!(
         "| workload (ns/op; × restable) | {} |\n",
         columns.join(" | ")
@@ -116,6 +142,65 @@ fn table(results: &BTreeMap<String, BTreeMap<String, f64>>) -> String {
         out += &format!("| {workload} | {} |\n", cells.join(" | "));
     }
     out
+}
+
+/// One panel per workload, two panels a row: a horizontal bar per implementation,
+/// ns/op (shorter is faster), each implementation in the same colour everywhere.
+fn draw(
+    file: &Path,
+    results: &BTreeMap<String, BTreeMap<String, f64>>,
+    columns: &[&str],
+) -> Result<(), Box<dyn std::error::Error>> {
+    const PANEL: (u32, u32) = (640, 300);
+    let rows = results.len().div_ceil(2);
+    let root = SVGBackend::new(file, (2 * PANEL.0, rows as u32 * PANEL.1)).into_drawing_area();
+    root.fill(&WHITE)?;
+    for (area, (workload, row)) in root.split_evenly((rows, 2)).iter().zip(results) {
+        let bars: Vec<(usize, &str, f64)> = columns
+            .iter()
+            .enumerate()
+            .filter_map(|(colour, c)| row.get(*c).map(|ns| (colour, *c, *ns)))
+            .collect();
+        let longest = bars.iter().map(|bar| bar.2).fold(0.0, f64::max);
+        // Bar `i` is centred on y = n - 1 - i, so the first column is drawn on top and
+        // each label sits on its bar.
+        let n = bars.len();
+        let y = |i: usize| (n - 1 - i) as f64;
+        let mut chart = ChartBuilder::on(area)
+            .caption(format!("{workload} (ns/op)"), ("sans-serif", 17))
+            .margin(10)
+            .x_label_area_size(28)
+            .y_label_area_size(190)
+            .build_cartesian_2d(0.0..longest * 1.15, -0.6..n as f64 - 0.4)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .light_line_style(TRANSPARENT)
+            .y_labels(n)
+            .y_label_formatter(&|v| {
+                let slot = v.round();
+                let i = n as f64 - 1.0 - slot;
+                if (v - slot).abs() > 1e-6 || i < 0.0 || i >= n as f64 {
+                    return String::new();
+                }
+                bars[i as usize].1.to_string()
+            })
+            .x_labels(6)
+            .draw()?;
+        chart.draw_series(bars.iter().enumerate().map(|(i, (colour, _, ns))| {
+            let style = Palette99::pick(*colour).filled();
+            Rectangle::new([(0.0, y(i) - 0.4), (*ns, y(i) + 0.4)], style)
+        }))?;
+        chart.draw_series(bars.iter().enumerate().map(|(i, (_, _, ns))| {
+            Text::new(
+                format!(" {}", ns_str(*ns)),
+                (*ns, y(i) + 0.25),
+                ("sans-serif", 13),
+            )
+        }))?;
+    }
+    root.present()?;
+    Ok(())
 }
 
 fn ns_str(ns: f64) -> String {
