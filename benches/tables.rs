@@ -243,6 +243,28 @@ fn churn<I: Impl>(group: &mut BenchmarkGroup<'_, WallTime>, timed_lookups: bool)
 }
 
 // (6) insert under six keys + kill_and_drain, no reference out.
+/// (6b) The same cycle on two threads at once, on disjoint keys: writers that do not
+/// share keys should not wait for each other. ns per cycle per thread.
+fn cycle6_two_writers<I: Impl>(group: &mut BenchmarkGroup<'_, WallTime>) {
+    let table = I::with_capacity(2 * 64 * 6);
+    let keysets: Vec<Vec<Vec<Key>>> = (0..2u64)
+        .map(|t| {
+            (0..64u64)
+                .map(|i| (0..6).map(|k| key(t * 1_000 + i, k)).collect())
+                .collect()
+        })
+        .collect();
+    group.bench_function(I::NAME, |b| {
+        b.iter_custom(|iters| {
+            two_threads::<I>(iters, |t, i| {
+                let keys = &keysets[t][i as usize % 64];
+                let owner = table.insert(keys, i);
+                black_box(table.kill_and_drain(owner));
+            })
+        })
+    });
+}
+
 fn cycle6<I: Impl>(group: &mut BenchmarkGroup<'_, WallTime>) {
     let table = I::with_capacity(64 * 6);
     let keysets: Vec<Vec<Key>> = (0..64)
@@ -361,6 +383,9 @@ fn benches(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("6_insert6_kill_drain");
     for_each_impl!(cycle6(&mut group));
+    group.finish();
+    let mut group = c.benchmark_group("6b_insert6_kill_drain_two_writers");
+    for_each_impl!(cycle6_two_writers(&mut group));
     group.finish();
 
     let mut group = c.benchmark_group("7_mana_event_dispatch");
