@@ -336,22 +336,14 @@ impl<K, T> Node<K, T> {
     pub(crate) unsafe fn try_get(node: *const Self) -> bool {
         // SAFETY: the caller's contract.
         let word = unsafe { Self::word(node) };
-        let mut state = word.load(Ordering::Relaxed);
-        loop {
+        word.fetch_update(Ordering::Acquire, Ordering::Relaxed, |state| {
             if state & LIVE == 0 {
-                return false;
+                return None;
             }
             check_refs(state);
-            match word.compare_exchange_weak(
-                state,
-                state + REF,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return true,
-                Err(now) => state = now,
-            }
-        }
+            Some(state + REF)
+        })
+        .is_ok()
     }
 
     /// Takes one more reference on behalf of a holder that already has one, so the node
@@ -430,21 +422,10 @@ impl<K, T> Node<K, T> {
     pub(crate) unsafe fn claim_detached(node: *const Self) -> bool {
         // SAFETY: the caller's contract.
         let word = unsafe { Self::word(node) };
-        let mut state = word.load(Ordering::Relaxed);
-        loop {
-            if state & (LIVE | DETACHED) != LIVE | DETACHED {
-                return false;
-            }
-            match word.compare_exchange_weak(
-                state,
-                state & !(LIVE | DETACHED),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return true,
-                Err(now) => state = now,
-            }
-        }
+        word.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |state| {
+            (state & (LIVE | DETACHED) == LIVE | DETACHED).then_some(state & !(LIVE | DETACHED))
+        })
+        .is_ok()
     }
 
     /// `revive`'s linearization point: a killed node, its keys linked again, becomes

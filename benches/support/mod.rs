@@ -326,125 +326,125 @@ impl Impl for KernelPattern {
     }
 }
 
-// ---- d. dashmap ------------------------------------------------------------------------
+// ---- d. the concurrent maps: dashmap, papaya, scc -------------------------------------
 
-pub struct DashMapArc(dashmap::DashMap<Key, Arc<Value>, Hasher>);
+/// A concurrent map of `Arc<Value>`s: what dashmap, papaya and scc users keep, with the
+/// `Arc` cloned out on a lookup so that nothing of the map is held while the object is
+/// used. None of them inserts under several keys atomically.
+pub trait ConcurrentArcMap: Sync {
+    const NAME: &'static str;
+    /// Whether the map drops its `Arc` at removal, so that a drain can wait until ours is
+    /// the last one. papaya and scc drop a removed entry later, at their own
+    /// reclamation, so their `kill_and_drain` only removes and reads the value (papaya#82
+    /// asks for exactly that wait): in workloads 5 and 6 they do less than the others.
+    const DROPS_AT_REMOVAL: bool;
+    fn with_capacity(objects: usize) -> Self;
+    fn insert_all(&self, keys: &[Key], arc: &Arc<Value>);
+    fn get_arc(&self, key: Key) -> Option<Arc<Value>>;
+    fn remove_all(&self, keys: &[Key]);
+}
 
-impl Impl for DashMapArc {
+pub struct ArcMapOf<M>(M);
+
+impl<M: ConcurrentArcMap> Impl for ArcMapOf<M> {
     type Owner = (Vec<Key>, Arc<Value>);
+    const NAME: &'static str = M::NAME;
+
+    fn with_capacity(objects: usize) -> Self {
+        ArcMapOf(M::with_capacity(objects))
+    }
+    fn insert(&self, keys: &[Key], value: Value) -> Self::Owner {
+        let arc = Arc::new(value);
+        self.0.insert_all(keys, &arc);
+        (keys.to_vec(), arc)
+    }
+    fn lookup_key(_: &Self::Owner, requested: Key) -> Key {
+        requested
+    }
+    #[inline]
+    fn get_put(&self, key: Key) -> Option<Value> {
+        let arc = self.0.get_arc(key)?;
+        Some(*arc)
+    }
+    fn kill_and_drain(&self, (keys, arc): Self::Owner) -> Value {
+        self.0.remove_all(&keys);
+        if M::DROPS_AT_REMOVAL {
+            unwrap_when_unique(arc)
+        } else {
+            *arc
+        }
+    }
+}
+
+pub type DashMapArc = ArcMapOf<dashmap::DashMap<Key, Arc<Value>, Hasher>>;
+pub type PapayaArc = ArcMapOf<papaya::HashMap<Key, Arc<Value>, Hasher>>;
+pub type SccArc = ArcMapOf<scc::HashIndex<Key, Arc<Value>, Hasher>>;
+
+impl ConcurrentArcMap for dashmap::DashMap<Key, Arc<Value>, Hasher> {
     const NAME: &'static str = "dashmap";
-
+    const DROPS_AT_REMOVAL: bool = true;
     fn with_capacity(objects: usize) -> Self {
-        DashMapArc(dashmap::DashMap::with_capacity_and_hasher(
-            objects,
-            Hasher::default(),
-        ))
+        dashmap::DashMap::with_capacity_and_hasher(objects, Hasher::default())
     }
-    fn insert(&self, keys: &[Key], value: Value) -> Self::Owner {
-        // Not atomic across keys: dashmap has no multi-key insert.
-        let arc = Arc::new(value);
+    fn insert_all(&self, keys: &[Key], arc: &Arc<Value>) {
         for key in keys {
-            assert!(self.0.insert(*key, Arc::clone(&arc)).is_none());
+            assert!(self.insert(*key, Arc::clone(arc)).is_none());
         }
-        (keys.to_vec(), arc)
-    }
-    fn lookup_key(_: &Self::Owner, requested: Key) -> Key {
-        requested
     }
     #[inline]
-    fn get_put(&self, key: Key) -> Option<Value> {
-        // Clone the Arc out so the shard lock is not held while the object is used.
-        let arc = self.0.get(&key).map(|r| Arc::clone(&r))?;
-        Some(*arc)
+    fn get_arc(&self, key: Key) -> Option<Arc<Value>> {
+        self.get(&key).map(|r| Arc::clone(&r))
     }
-    fn kill_and_drain(&self, (keys, arc): Self::Owner) -> Value {
-        for key in &keys {
-            self.0.remove(key);
+    fn remove_all(&self, keys: &[Key]) {
+        for key in keys {
+            self.remove(key);
         }
-        unwrap_when_unique(arc)
     }
 }
 
-// ---- f/g. the maps users pick for lock-free reads: papaya and scc ----------------------
-
-// Both keep `Arc<T>` values and clone the `Arc` out on a lookup, as with dashmap. Neither
-// can wait for holders or hand a removed value back: a removed entry, and the map's
-// `Arc` with it, is dropped later, when the map's own reclamation gets to it (papaya#82
-// asks for exactly that). So their `kill_and_drain` removes every key and reads the
-// value, without waiting: in workloads 5 and 6 they do less than the others.
-
-pub struct PapayaArc {
-    map: papaya::HashMap<Key, Arc<Value>, Hasher>,
-}
-
-impl Impl for PapayaArc {
-    type Owner = (Vec<Key>, Arc<Value>);
+impl ConcurrentArcMap for papaya::HashMap<Key, Arc<Value>, Hasher> {
     const NAME: &'static str = "papaya";
-
+    const DROPS_AT_REMOVAL: bool = false;
     fn with_capacity(objects: usize) -> Self {
-        PapayaArc {
-            map: papaya::HashMap::with_capacity_and_hasher(objects, Hasher::default()),
-        }
+        papaya::HashMap::with_capacity_and_hasher(objects, Hasher::default())
     }
-    fn insert(&self, keys: &[Key], value: Value) -> Self::Owner {
-        // Not atomic across keys: papaya has no multi-key insert.
-        let arc = Arc::new(value);
-        let map = self.map.pin();
+    fn insert_all(&self, keys: &[Key], arc: &Arc<Value>) {
+        let map = self.pin(); // one pin for all the keys
         for key in keys {
-            assert!(map.insert(*key, Arc::clone(&arc)).is_none());
+            assert!(map.insert(*key, Arc::clone(arc)).is_none());
         }
-        (keys.to_vec(), arc)
-    }
-    fn lookup_key(_: &Self::Owner, requested: Key) -> Key {
-        requested
     }
     #[inline]
-    fn get_put(&self, key: Key) -> Option<Value> {
-        let arc = self.map.pin().get(&key).cloned()?;
-        Some(*arc)
+    fn get_arc(&self, key: Key) -> Option<Arc<Value>> {
+        self.pin().get(&key).cloned()
     }
-    fn kill_and_drain(&self, (keys, arc): Self::Owner) -> Value {
-        let map = self.map.pin();
-        for key in &keys {
+    fn remove_all(&self, keys: &[Key]) {
+        let map = self.pin();
+        for key in keys {
             map.remove(key);
         }
-        *arc
     }
 }
 
-pub struct SccArc(scc::HashIndex<Key, Arc<Value>, Hasher>);
-
-impl Impl for SccArc {
-    type Owner = (Vec<Key>, Arc<Value>);
+impl ConcurrentArcMap for scc::HashIndex<Key, Arc<Value>, Hasher> {
     const NAME: &'static str = "scc";
-
+    const DROPS_AT_REMOVAL: bool = false;
     fn with_capacity(objects: usize) -> Self {
-        SccArc(scc::HashIndex::with_capacity_and_hasher(
-            objects,
-            Hasher::default(),
-        ))
+        scc::HashIndex::with_capacity_and_hasher(objects, Hasher::default())
     }
-    fn insert(&self, keys: &[Key], value: Value) -> Self::Owner {
-        // Not atomic across keys: scc has no multi-key insert.
-        let arc = Arc::new(value);
+    fn insert_all(&self, keys: &[Key], arc: &Arc<Value>) {
         for key in keys {
-            assert!(self.0.insert_sync(*key, Arc::clone(&arc)).is_ok());
+            assert!(self.insert_sync(*key, Arc::clone(arc)).is_ok());
         }
-        (keys.to_vec(), arc)
-    }
-    fn lookup_key(_: &Self::Owner, requested: Key) -> Key {
-        requested
     }
     #[inline]
-    fn get_put(&self, key: Key) -> Option<Value> {
-        let arc = self.0.peek_with(&key, |_, arc| Arc::clone(arc))?;
-        Some(*arc)
+    fn get_arc(&self, key: Key) -> Option<Arc<Value>> {
+        self.peek_with(&key, |_, arc| Arc::clone(arc))
     }
-    fn kill_and_drain(&self, (keys, arc): Self::Owner) -> Value {
-        for key in &keys {
-            self.0.remove_sync(key);
+    fn remove_all(&self, keys: &[Key]) {
+        for key in keys {
+            self.remove_sync(key);
         }
-        *arc
     }
 }
 

@@ -9,21 +9,10 @@ mod support;
 
 use loom::sync::Arc;
 use loom::thread;
-use restable::ResTable;
-use support::{model, Qp};
-
-type Table = ResTable<u32, Qp>;
+use support::{model, spawn_with, Qp, Table};
 
 const QPN: u32 = 0x51;
 const SQ: u32 = 0x8000_0003;
-
-fn spawn_with<R: 'static>(
-    table: &Arc<Table>,
-    f: impl FnOnce(Arc<Table>) -> R + 'static,
-) -> thread::JoinHandle<R> {
-    let table = Arc::clone(table);
-    thread::spawn(move || f(table))
-}
 
 /// An async task drains (`Dying` awaited) while the last holder, on another thread, puts
 /// its reference: whichever order the waker registration and the put land in, the task

@@ -10,14 +10,10 @@ mod support;
 
 use loom::sync::Arc;
 use loom::thread;
-use restable::{InsertErrorKind, Owner, ResTable};
+use restable::{InsertErrorKind, Owner};
 use std::hash::BuildHasher;
 use std::time::Duration;
-use support::{model, Qp};
-
-/// Under loom the default hasher has a fixed seed, so every execution of a model
-/// places the keys in the same shards.
-type Table = ResTable<u32, Qp>;
+use support::{model, spawn_with, Qp, Table};
 
 const QPN: u32 = 0x51;
 const SQ: u32 = 0x8000_0003; // send queue ids carry bit 31, as mana's MANA_SENDQ_MASK
@@ -25,15 +21,6 @@ const RQ: u32 = 0x3;
 
 /// The event path on its own thread: look the QP up under `key` and, if found, read it
 /// while holding the reference (it must still hold `payload`).
-/// Runs `f` on a new loom thread with its own handle to `table`.
-fn spawn_with<R: 'static>(
-    table: &Arc<Table>,
-    f: impl FnOnce(Arc<Table>) -> R + 'static,
-) -> thread::JoinHandle<R> {
-    let table = Arc::clone(table);
-    thread::spawn(move || f(table))
-}
-
 fn spawn_event_handler(table: &Arc<Table>, key: u32, payload: u32) -> thread::JoinHandle<()> {
     spawn_with(table, move |table| {
         if let Some(qp) = table.get(&key) {

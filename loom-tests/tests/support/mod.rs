@@ -3,7 +3,22 @@
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
+use loom::thread;
+use restable::ResTable;
 use std::time::Instant;
+
+/// The table every core model uses. Under loom the default hasher has a fixed seed, so
+/// every execution of a model places the keys in the same shards.
+pub type Table = ResTable<u32, Qp>;
+
+/// Runs `f` on a new loom thread with its own handle to `table`.
+pub fn spawn_with<R: 'static>(
+    table: &Arc<Table>,
+    f: impl FnOnce(Arc<Table>) -> R + 'static,
+) -> thread::JoinHandle<R> {
+    let table = Arc::clone(table);
+    thread::spawn(move || f(table))
+}
 
 /// A queue pair stand-in whose payload lives in a loom `UnsafeCell`: loom reports a data
 /// race if a holder reads it without happening-after its construction, or if the drop
