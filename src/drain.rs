@@ -240,7 +240,7 @@ impl<K, T> Dying<K, T> {
     /// The key under which this drain waits: threads in the parking lot, tasks in the
     /// waker registry.
     fn wait_key(&self) -> usize {
-        self.node.as_ptr() as usize
+        Node::wait_key(self.node.as_ptr())
     }
 
     fn drain_until(self, deadline: Option<Instant>) -> Result<T, Self> {

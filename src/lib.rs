@@ -151,7 +151,8 @@
 //! the allocator's locks. Growing a
 //! shard threads the same entries through their second link, so it allocates only the
 //! new bucket array; it waits for the array before the last one to be freed, since it
-//! reuses that array's links. A reader that reaches a killed node only reads its state word
+//! reuses that array's links, and flushes that array's deferred free to the collector at
+//! once, so the wait ends as soon as the threads pinned at the time have unpinned. A reader that reaches a killed node only reads its state word
 //! (its CAS fails), never the value, and holds nothing that delays the drain.
 //!
 //! **The last user holds no reference into the node.** A put or an abandon may, with its

@@ -383,7 +383,7 @@ impl<K, T> Node<K, T> {
             if old & PARKED != 0 {
                 // The woken drainer may free the node at once: from here on only its
                 // address is used, as the key of the waiting drainers.
-                sync::wake_drainers(node as usize);
+                sync::wake_drainers(Self::wait_key(node));
             }
             sync::after_release();
             return Release::Held;
@@ -484,7 +484,7 @@ impl<K, T> Node<K, T> {
             // the same lock after its decrement, so either `validate` sees zero and we do
             // not sleep, or the put sees `PARKED` and wakes us: no lost wake-up.
             let parked = sync::park(
-                self as *const Self as usize,
+                Self::wait_key(self),
                 || self.set_parked(),
                 || {
                     self.state.fetch_and(!PARKED, Ordering::Relaxed);
@@ -495,6 +495,12 @@ impl<K, T> Node<K, T> {
                 return self.refs() == 0;
             }
         }
+    }
+
+    /// What a drainer of the node at `node` waits on, in the parking lot and in the waker
+    /// registry: the node's address, which names no other node while the drainer owns it.
+    pub(crate) fn wait_key(node: *const Self) -> usize {
+        node as usize
     }
 
     /// The drainer's `validate`: sets `PARKED` and says whether references are still out

@@ -251,25 +251,22 @@ mod wakers {
         true
     }
 
+    /// Takes the waker registered under `key` out of the registry. The caller wakes or
+    /// drops it after the lock is released: a waker may run arbitrary code.
+    fn take(key: usize) -> Option<Waker> {
+        let mut list = shard(key).lock();
+        let at = list.iter().position(|(k, _)| *k == key)?;
+        Some(list.swap_remove(at).1)
+    }
+
     pub(super) fn wake(key: usize) {
-        let woken = {
-            let mut list = shard(key).lock();
-            let at = list.iter().position(|(k, _)| *k == key);
-            at.map(|at| list.swap_remove(at).1)
-        };
-        // Outside the lock: a waker may run arbitrary code.
-        if let Some(waker) = woken {
+        if let Some(waker) = take(key) {
             waker.wake();
         }
     }
 
     pub(super) fn forget(key: usize) {
-        let forgotten = {
-            let mut list = shard(key).lock();
-            let at = list.iter().position(|(k, _)| *k == key);
-            at.map(|at| list.swap_remove(at).1)
-        };
-        drop(forgotten); // outside the lock, like a wake
+        drop(take(key));
     }
 }
 

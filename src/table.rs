@@ -442,11 +442,7 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     /// assert_eq!(seen, ['a', 'b']);
     /// ```
     pub fn iter(&self) -> Iter<'_, K, T> {
-        Iter {
-            registry: &self.registry,
-            cursor: crate::index::Cursor::default(),
-            guard: sync::pin(),
-        }
+        Iter::new(&self.registry)
     }
 }
 
@@ -556,11 +552,7 @@ impl<K, T> Registry<K, T> {
 
     /// See [`ResTable::retain`].
     fn remove_detached(this: &Arc<Self>, mut keep: impl FnMut(&[K], &T) -> bool) {
-        let objects = Iter {
-            registry: this,
-            cursor: crate::index::Cursor::default(),
-            guard: sync::pin(),
-        };
+        let objects = Iter::new(this);
         for r in objects {
             if !keep(r.keys(), &r) {
                 // SAFETY: the iterator is pinned, and found the node in our index.
@@ -735,6 +727,16 @@ pub struct Iter<'a, K, T> {
     registry: &'a Registry<K, T>,
     cursor: crate::index::Cursor<K, Node<K, T>>,
     guard: Guard,
+}
+
+impl<'a, K, T> Iter<'a, K, T> {
+    fn new(registry: &'a Registry<K, T>) -> Self {
+        Iter {
+            registry,
+            cursor: crate::index::Cursor::default(),
+            guard: sync::pin(),
+        }
+    }
 }
 
 impl<'a, K, T> Iterator for Iter<'a, K, T> {
