@@ -21,7 +21,7 @@
 //! [`sim`] is a simulated device that reuses freed ids last-in first-out, as the hardware
 //! does; [`Driver`] puts both together into the create/destroy flows, and
 //! [`sim::Workload`] drives them from interrupt, poller and control threads (the
-//! `mana_ib` example).
+//! demo, `cargo run --release -p mana-demo`).
 //!
 //! ```
 //! use restable::mana::{sim::Device, Driver, GdmaEvent, QpType};

@@ -1,6 +1,6 @@
 //! The driver under load: an interrupt thread delivering EQEs, CQ pollers delivering
 //! completions, and control threads creating and destroying QPs at random — the engine
-//! behind the `mana_ib` example and the adapter's stress tests.
+//! behind the demo (`-p mana-demo`) and the adapter's stress tests.
 
 use super::sim::{Device, Rng};
 use super::{DestroyError, DestroyOrder, Driver, QpOwner, QpType};
