@@ -229,16 +229,19 @@ impl<K, T> Node<K, T> {
     /// moved out or dropped.
     pub(crate) unsafe fn dispose(node: *mut Self) -> Block {
         // SAFETY: the caller's contract; `len` and the array pointers describe the block
-        // `new_in` built, whose entries and header need no drop (the value is separate).
+        // `new_in` built. The value is separate (moved out or dropped already).
         unsafe {
             let len = (*node).len;
-            let keys = ptr::slice_from_raw_parts_mut((*node).keys.as_ptr(), len);
+            let (keys, entries) = ((*node).keys, (*node).entries);
+            ptr::drop_in_place(ptr::slice_from_raw_parts_mut(entries.as_ptr(), len));
+            let keys = ptr::slice_from_raw_parts_mut(keys.as_ptr(), len);
             // This usually runs in the epoch's collector, on whichever thread collects: a
             // panicking `K::drop` must not escape from that thread's unrelated `get`, nor
             // skip the rest of the collector's garbage. The panic hook has already
             // reported it; the block is freed regardless. (A slice's drop goes on with
             // the remaining keys after one panics.)
             let _ = panic::catch_unwind(AssertUnwindSafe(|| ptr::drop_in_place(keys)));
+            ptr::drop_in_place(node);
             Block {
                 ptr: NonNull::new_unchecked(node.cast()),
                 layout: Self::blocks(len).layout,
