@@ -197,7 +197,7 @@ impl<K, T> Dying<K, T> {
     where
         K: Eq,
     {
-        match self.registry.revive(self.node()) {
+        match self.registry.revive(self.node) {
             Err(at) => Err(ReviveError::new(self, at)),
             Ok(()) => {
                 let mut this = ManuallyDrop::new(self);

@@ -336,11 +336,11 @@ impl<K, T> OwnedRef<K, T> {
     ///
     /// # Safety
     /// The caller took a reference on `node` (`Node::try_get` succeeded) that this now
-    /// owns, and `node` is the pointer from its index entry (it covers the whole block,
+    /// owns, and `node` is the pointer from its index slot (it covers the whole block,
     /// which the last holder frees).
     pub(crate) unsafe fn new(node: *const Node<K, T>) -> Self {
         OwnedRef {
-            // SAFETY: a node pointer from an index entry is never null.
+            // SAFETY: a node pointer from an index slot is never null.
             node: unsafe { NonNull::new_unchecked(node.cast_mut()) },
         }
     }

@@ -1,50 +1,78 @@
 //! The index: key → node, read without locks, written under per-shard locks.
 //!
 //! Keys are spread over a fixed number of shards by the top bits of their hash. A shard
-//! is an epoch-protected array of bucket heads; a bucket is a singly linked chain of
-//! entries, newest first.
+//! owns one epoch-protected array of one-cache-line buckets, open-addressed:
 //!
-//! Entries are intrusive: a node allocates one [`Entry`] per key together with itself,
-//! and the index only links and unlinks them, so an insert allocates once for all its
-//! keys and a kill frees nothing of its own (the entries go with the node). Each entry
-//! has two links; a bucket array threads its chains through one of them (its `link`),
-//! alternating from one array to the next.
+//! ```text
+//!  bucket (64 bytes):
+//! +-----------------------------------------------+----------+
+//! | ctrl: tag 0 | tag 1 | ... | tag 6 | overflow  |  8 bytes |
+//! +-----------------------------------------------+----------+
+//! | slot 0: node address | key position           |  8 bytes |
+//! | ...                                           |          |
+//! | slot 6                                        |  8 bytes |
+//! +-----------------------------------------------+----------+
+//! ```
 //!
-//! - Readers pin the epoch, load the shard's array and walk one chain through that
-//!   array's link with `Acquire` loads. They never lock, never write, never allocate.
-//! - Writers lock the shard and publish with `Release` stores: a new entry (its link
-//!   already set) becomes reachable with one store to its predecessor; unlinking is one
-//!   store that skips the entry. A reader standing on an unlinked entry can go on: the
-//!   entry lives as long as its node, which is retired through the epoch only after all
-//!   its entries are unlinked.
-//! - Besides its chains a shard keeps, under the same lock, a count of the objects whose
-//!   first key lives there (the table's `len`, without a shared counter) and the node
-//!   blocks retired from there, for reuse by its next insert (see `recycle`).
-//! - Growth (the shard holds more entries than buckets): the writer threads every linked
-//!   entry into a new array twice the size through the *other* link, swaps the array in
-//!   with one `Release` store and retires the old one. Readers still on the old array
-//!   follow the old links, which nobody writes any more: growth never stops them. The
-//!   next growth rewrites those old links, so it waits until the old array has been
-//!   reclaimed — until then no reader can be on it (a shard that cannot grow yet just
-//!   has longer chains for a while). The grower flushes the old array's deferred free
-//!   to the epoch's global queue at once, so it is freed as soon as every thread pinned
-//!   at that moment has unpinned: lone lookups and writers pin only briefly, and a table
-//!   grown from `new()` keeps chains as short as a pre-sized one (`tests/growth.rs`).
-//!   What still holds growth back is a thread pinned for the whole of a growth spurt
-//!   (one long [`ReadSection`](crate::ReadSection)): that shard's chains lengthen until
-//!   the section ends.
-//! - Index memory: each shard keeps its current bucket array (8 bytes a bucket, at most
-//!   twice its entries, at least 8) and at most one retired array, half that size,
-//!   until the epoch frees it; entries live in their nodes (40 bytes a key).
+//! - A slot holds a *value*, not a link: the address of a node (aligned to
+//!   [`NODE_ALIGN`](crate::node::NODE_ALIGN)) with the position of one of its keys in the
+//!   low bits. Nothing of the index lives inside the nodes, so an array can be copied
+//!   while readers walk the old one.
+//! - `ctrl` holds a 7-bit tag of each occupied slot's hash (top bit set, so a tag is
+//!   never 0; 0 is an empty slot) and, in its last byte, overflow bits: bit `b` is set
+//!   once a key whose hash picks `b` ([`overflow_bit`]) and whose home is this bucket was
+//!   placed in a later one. A key lives in its home bucket (picked by the hash's low bits)
+//!   or, if that was full, in the first bucket with room along its probe sequence (home,
+//!   then 1, 3, 6, … buckets on: triangular steps, which visit every bucket of a
+//!   power-of-two array and, unlike steps of one, keep a dense stretch of hashes from
+//!   growing into one long run of full buckets), setting the overflow bit of every bucket
+//!   it passed.
+//! - **Lookup** (no lock, no write, no allocation): one `Acquire` load of the home
+//!   bucket's `ctrl` gives every tag; each slot whose tag matches is loaded (`Acquire`)
+//!   and its key compared (hash, then `Equivalent`). The first equal key is the answer,
+//!   live or not (the table then tries to take a reference). If none matches and the
+//!   bucket's overflow bit for this hash is clear, the key is absent; otherwise the next
+//!   bucket of the sequence is read the same way. A miss reads one line, a hit two (bucket, node).
+//! - **Writers** hold the shard's lock. Linking stores the slot, then the tag (both
+//!   `Release`); a reader that sees the tag sees the slot and the node behind it.
+//!   Unlinking clears the tag, then the slot; overflow bits stay until the next rebuild,
+//!   so a reader that started before the unlink never stops early. The slot is free for
+//!   the next insert at once. A reader that loaded a tag before the slot was cleared and
+//!   reused may load the new slot value: it compares that node's key like any other and
+//!   moves on if it differs. Nodes are retired through the epoch only after every one of
+//!   their slots was cleared, so whatever a pinned reader loads stays readable.
+//! - **Why a stale answer is still a correct one.** Under one key the index holds at
+//!   most one node at a time: a writer unlinks a dead node's slot before linking its
+//!   successor. A reader that finds a dead node (in the current array, or in an older
+//!   copy) therefore saw it at a moment when no successor was published yet, and the node
+//!   was dead at some point during the lookup: the `None` it returns is linearized there.
+//! - **Rebuild** (growth, or cleaning up overflow bits), under the shard's lock: the
+//!   writer copies every occupied slot into a new array (twice the size when the shard is
+//!   three quarters full, the same size when overflow bits have piled up), publishes it
+//!   with one `Release` store and defers freeing the old one to the epoch. Nothing waits:
+//!   readers still on the old array see a frozen copy (liveness is in the nodes, so a
+//!   stale copy is harmless, as above), and the next rebuild does not need the old array
+//!   freed. The grower flushes the deferred free to the epoch's global queue, so it goes
+//!   as soon as the threads pinned at that moment have unpinned.
+//! - **Index memory** of a table of N keys: 64-byte buckets of 7 slots, at most three
+//!   quarters full and at least three eighths after a growth (so 12–25 bytes a key, plus
+//!   32 shards' first bucket), plus the arrays retired while a reader stayed pinned: the
+//!   growths of one pin add up to less than the current arrays, and same-size rebuilds
+//!   (one per half a shard's buckets of overflows) add one array each.
 //!
-//! The index stores raw node pointers and knows nothing about node state: the table
-//! decides what an entry's node means.
+//! A shard also keeps, under the same lock, the count of objects whose first key lives
+//! there (the table's `len`, without a shared counter) and the node blocks retired from
+//! there, for reuse by its next insert (see `recycle`).
+//!
+//! The index knows nothing about node state: the table decides what a found node means.
 
+use crate::node::NODE_ALIGN;
 use crate::recycle::{Block, Incoming, Spare};
 use crate::sync::{
-    Arc, Atomic, AtomicBool, AtomicUsize, Guard, Mutex, MutexGuard, Ordering, Owned, Shared,
+    Atomic, AtomicPtr, AtomicU64, AtomicUsize, Guard, Mutex, MutexGuard, Ordering, Owned,
 };
 use equivalent::Equivalent;
+use std::ptr;
 
 /// How many shards a table's index has: enough that writers on 2–16 cores rarely meet on
 /// one lock. Under loom a small number keeps the models small while still exercising
@@ -56,11 +84,101 @@ const SHARD_BITS: u32 = 1;
 
 const SHARDS: usize = 1 << SHARD_BITS;
 
-/// Smallest bucket array; under loom 1, so a second key already grows the shard.
+/// Slots per bucket: seven 8-byte slots and the control word fill one cache line. Under
+/// loom two, so that a second key already grows a shard and a third may overflow.
 #[cfg(not(loom))]
-const MIN_BUCKETS: usize = 8;
+const SLOTS: usize = 7;
 #[cfg(loom)]
-const MIN_BUCKETS: usize = 1;
+const SLOTS: usize = 2;
+
+/// The byte of `ctrl` that holds the overflow bits (the bytes before it are tags).
+const OVERFLOW_SHIFT: u32 = 56;
+
+/// One in each byte of `ctrl`.
+const LOW_BITS: u64 = 0x0101_0101_0101_0101;
+
+/// The top bit of each tag byte of `ctrl` (not of the overflow byte, nor of bytes past
+/// `SLOTS`).
+const TAG_HIGH_BITS: u64 = 0x8080_8080_8080_8080 & ((1 << (8 * SLOTS)) - 1);
+
+/// The low bits of a slot value that hold the key's position in its node.
+const KEY_BITS: usize = NODE_ALIGN - 1;
+
+/// A rebuild is due when an insert would fill more than this share of a shard's slots.
+const LOAD_NUM: usize = 3;
+const LOAD_DEN: usize = 4;
+
+/// What the index needs of the nodes it points to: each key and its hash, by position.
+pub(crate) trait Keyed<K> {
+    /// Key `idx` of the node at `node`.
+    ///
+    /// # Safety
+    /// `node` is allocated for `'a` (the caller is pinned, or holds the shard lock of a
+    /// slot that holds it) and has more than `idx` keys.
+    unsafe fn key<'a>(node: *const Self, idx: usize) -> &'a K;
+
+    /// The hash of key `idx` of the node at `node`.
+    ///
+    /// # Safety
+    /// As for [`Keyed::key`].
+    unsafe fn hash(node: *const Self, idx: usize) -> u64;
+}
+
+/// The tag of a hash as `ctrl` stores it: seven bits that neither the shard nor (below
+/// 2^47 buckets) the bucket is picked by, and the top bit set so no tag is 0 (empty).
+#[inline]
+fn tag(hash: u64) -> u8 {
+    0x80 | (hash >> 50) as u8 & 0x7f
+}
+
+/// The overflow bit of a hash, within the overflow byte: keys with other bits are not
+/// sent on to the next bucket by this one's overflows.
+#[inline]
+fn overflow_bit(hash: u64) -> u64 {
+    1 << (OVERFLOW_SHIFT + (hash >> 47) as u32 % 8)
+}
+
+/// The top bit of every tag byte of `ctrl` that may equal `tag` (false positives only
+/// after a true match, from the borrow; the key comparison settles them).
+#[inline]
+fn matching(ctrl: u64, tag: u8) -> u64 {
+    let diff = ctrl ^ (LOW_BITS * u64::from(tag));
+    diff.wrapping_sub(LOW_BITS) & !diff & TAG_HIGH_BITS
+}
+
+/// A slot's value: a node's address with the position of one of its keys in the low
+/// bits (nodes are aligned to `NODE_ALIGN > MAX_KEYS - 1`). Null is an empty slot.
+pub(crate) struct Slot<N>(*mut N);
+
+// Not derived: a derive would ask the same of `N`.
+impl<N> Clone for Slot<N> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<N> Copy for Slot<N> {}
+
+impl<N> PartialEq for Slot<N> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl<N> Slot<N> {
+    pub(crate) fn new(node: *const N, idx: usize) -> Self {
+        debug_assert!(node as usize & KEY_BITS == 0 && idx <= KEY_BITS);
+        Slot(node.cast_mut().map_addr(|a| a | idx))
+    }
+
+    pub(crate) fn node(self) -> *const N {
+        self.0.map_addr(|a| a & !KEY_BITS)
+    }
+
+    pub(crate) fn idx(self) -> usize {
+        self.0.addr() & KEY_BITS
+    }
+}
 
 pub(crate) struct Index<K, N> {
     shards: Box<[Shard<K, N>]>,
@@ -70,7 +188,7 @@ pub(crate) struct Index<K, N> {
 /// not slow each other's readers.
 #[repr(align(128))]
 struct Shard<K, N> {
-    /// Writers hold this for every store into `buckets` or a chain.
+    /// Writers hold this for every store into `buckets` or the array it points to.
     writer: Mutex<ShardState>,
     buckets: Atomic<Buckets<K, N>>,
     /// See [`ShardWriter::add_objects`]; read without the lock by [`Index::objects`].
@@ -81,72 +199,42 @@ struct Shard<K, N> {
 
 /// What a shard's writers share, under its lock.
 struct ShardState {
-    /// Entries linked in the shard.
+    /// Occupied slots in the current array.
     len: usize,
-    /// Set once the array the last growth retired has been freed; `None` before the
-    /// first growth.
-    retired_freed: Option<Arc<AtomicBool>>,
+    /// Overflow bits set in the current array: once they reach half its buckets, the
+    /// next insert rebuilds it (clearing them).
+    overflows: usize,
     /// Node blocks for this shard's next inserts (see [`crate::recycle`]).
     spare: Spare,
 }
 
+/// One cache line of the index.
+#[repr(C, align(64))]
+struct Bucket<N> {
+    ctrl: AtomicU64,
+    slots: [AtomicPtr<N>; SLOTS],
+}
+
 struct Buckets<K, N> {
-    heads: Box<[Atomic<Entry<K, N>>]>,
-    /// Which of an entry's two links this array's chains go through.
-    link: usize,
+    /// The bucket count minus one (a power of two minus one).
+    mask: usize,
+    buckets: Box<[Bucket<N>]>,
+    _keys: std::marker::PhantomData<K>,
 }
 
-/// One key of a node, as linked into the index. Lives in its node's block, beside the
-/// key it points to, and is freed with it; immutable once linked, except its links.
-pub(crate) struct Entry<K, N> {
-    hash: u64,
-    key: *const K,
-    node: *const N,
-    next: [Atomic<Entry<K, N>>; 2],
-}
-
-impl<K, N> Entry<K, N> {
-    /// The entry of the key at `key`, in the same block as `node`.
-    pub(crate) fn new(hash: u64, key: *const K, node: *const N) -> Self {
-        Entry {
-            hash,
-            key,
-            node,
-            next: [Atomic::null(), Atomic::null()],
-        }
-    }
-
-    pub(crate) fn hash(&self) -> u64 {
-        self.hash
-    }
-
-    pub(crate) fn key(&self) -> &K {
-        // SAFETY: the key lives in the entry's own block, so as long as the entry does.
-        unsafe { &*self.key }
-    }
-
-    /// The entry's node, as the pointer the node was allocated under (it covers the
-    /// whole block, which a `&N` would not).
-    pub(crate) fn node(&self) -> *const N {
-        self.node
-    }
-}
-
-impl<K, N> Index<K, N> {
-    /// An index with room for about `capacity` entries before any shard grows.
+impl<K, N: Keyed<K>> Index<K, N> {
+    /// An index with room for about `capacity` keys before any shard grows.
     pub(crate) fn with_capacity(capacity: usize) -> Self {
-        let per_shard = capacity
-            .div_ceil(SHARDS)
-            .next_power_of_two()
-            .max(MIN_BUCKETS);
+        let per_shard = capacity.div_ceil(SHARDS) * LOAD_DEN / LOAD_NUM;
+        let buckets = per_shard.div_ceil(SLOTS).next_power_of_two();
         let shards = (0..SHARDS)
             .map(|_| Shard {
                 writer: Mutex::new(ShardState {
                     len: 0,
-                    retired_freed: None,
+                    overflows: 0,
                     spare: Spare::new(),
                 }),
-                buckets: Atomic::new(Buckets::new(per_shard, 0)),
+                buckets: Atomic::new(Buckets::new(buckets)),
                 objects: AtomicUsize::new(0),
                 incoming: Incoming::new(),
             })
@@ -154,27 +242,17 @@ impl<K, N> Index<K, N> {
         Index { shards }
     }
 
-    /// The shard a hash lives in. Writers that need several shards lock them in
-    /// ascending order of this number.
+    /// The node linked under `key`, if any; lock-free. The pointer is valid while
+    /// `guard` stays pinned.
     #[inline]
-    pub(crate) fn shard_of(hash: u64) -> usize {
-        (hash >> (u64::BITS - SHARD_BITS)) as usize
-    }
-
-    /// The entry linked under `key`, if any; lock-free.
-    #[inline]
-    pub(crate) fn find<'g, Q>(
-        &self,
-        hash: u64,
-        key: &Q,
-        guard: &'g Guard,
-    ) -> Option<&'g Entry<K, N>>
+    pub(crate) fn find<Q>(&self, hash: u64, key: &Q, guard: &Guard) -> Option<*const N>
     where
-        K: 'g,
-        N: 'g,
         Q: Equivalent<K> + ?Sized,
     {
-        self.shards[Self::shard_of(hash)].find(hash, key, guard)
+        let shard = &self.shards[Self::shard_of(hash)];
+        // SAFETY: published with `Release`, retired only through the epoch.
+        let buckets = unsafe { shard.buckets.load(Ordering::Acquire, guard).deref() };
+        buckets.find(hash, key).map(|(_, _, slot)| slot.node())
     }
 
     /// The sum of every shard's object count (see [`ShardWriter::add_objects`]): exact
@@ -186,27 +264,39 @@ impl<K, N> Index<K, N> {
             .fold(0, usize::wrapping_add)
     }
 
-    /// The index's shape right now: how many buckets and linked entries its shards have,
-    /// and the longest chain a lookup may walk. Exact when no writer runs.
+    /// The index's shape right now: how many buckets and keys its shards have, and the
+    /// most buckets a lookup of a present key reads. Exact when no writer runs.
     pub(crate) fn stats(&self, guard: &Guard) -> IndexStats {
         let mut stats = IndexStats::default();
         for shard in self.shards.iter() {
             // SAFETY: published with `Release`, retired only through the epoch.
             let buckets = unsafe { shard.buckets.load(Ordering::Acquire, guard).deref() };
-            stats.buckets += buckets.heads.len();
-            for head in buckets.heads.iter() {
-                let chain = buckets.chain_from(head, guard).count();
-                stats.entries += chain;
-                stats.longest_chain = stats.longest_chain.max(chain);
+            stats.buckets += buckets.buckets.len();
+            for (at, bucket) in buckets.buckets.iter().enumerate() {
+                for slot in bucket.occupied() {
+                    // SAFETY: pinned, and found in the index.
+                    let hash = unsafe { N::hash(slot.node(), slot.idx()) };
+                    stats.entries += 1;
+                    stats.longest_probe = stats.longest_probe.max(buckets.probe_len(hash, at));
+                }
             }
         }
         stats
     }
+}
 
+impl<K, N> Index<K, N> {
     /// Gives a dead node's block back to the shard of `hash` (its first key's), for
     /// reuse by an insert there. Lock-free.
     pub(crate) fn recycle(&self, hash: u64, block: Block) {
         self.shards[Self::shard_of(hash)].incoming.push(block);
+    }
+
+    /// The shard a hash lives in. Writers that need several shards lock them in
+    /// ascending order of this number.
+    #[inline]
+    pub(crate) fn shard_of(hash: u64) -> usize {
+        (hash >> (u64::BITS - SHARD_BITS)) as usize
     }
 
     /// Locks the shard `shard` for writing; the writer reads it under `guard`.
@@ -226,77 +316,62 @@ impl<K, N> Index<K, N> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct IndexStats {
-    /// Buckets over all shards.
+    /// Buckets over all shards (each 64 bytes, 7 slots).
     pub buckets: usize,
-    /// Index entries linked (one per key of each object not yet unlinked).
+    /// Keys linked (one per key of each object not yet unlinked).
     pub entries: usize,
-    /// The most entries on one bucket's chain: the most a lookup walks.
-    pub longest_chain: usize,
+    /// The most buckets a lookup of a linked key reads (1: every key in its home bucket).
+    pub longest_probe: usize,
 }
 
-/// A position in a walk over every entry of an index, kept across calls without
+/// A position in a walk over every slot of an index, kept across calls without
 /// borrowing the guard: see [`Cursor::next`].
 pub(crate) struct Cursor<K, N> {
     /// The shard being walked, or the next one to start.
     shard: usize,
     /// The array loaded when the walk entered `shard` (null before).
     buckets: *const Buckets<K, N>,
-    /// The bucket being walked.
-    bucket: usize,
-    /// The next entry of that bucket's chain.
-    entry: *const Entry<K, N>,
+    /// The next slot of that array, counting across buckets.
+    slot: usize,
 }
 
 impl<K, N> Default for Cursor<K, N> {
     fn default() -> Self {
         Cursor {
             shard: 0,
-            buckets: std::ptr::null(),
-            bucket: 0,
-            entry: std::ptr::null(),
+            buckets: ptr::null(),
+            slot: 0,
         }
     }
 }
 
 impl<K, N> Cursor<K, N> {
-    /// The next linked entry, shard by shard; each shard's array is loaded once, when
-    /// the walk enters it, and walked as it was then.
+    /// The next occupied slot, shard by shard; each shard's array is loaded once, when
+    /// the walk enters it, and walked as it was then (a rebuild meanwhile leaves it
+    /// frozen, and the epoch keeps it).
     ///
     /// # Safety
     /// Every call on one cursor passes the same `index` and a guard that has stayed
     /// pinned since the first call (the cursor holds pointers loaded under it).
-    pub(crate) unsafe fn next<'g>(
-        &mut self,
-        index: &'g Index<K, N>,
-        guard: &'g Guard,
-    ) -> Option<&'g Entry<K, N>> {
+    pub(crate) unsafe fn next(&mut self, index: &Index<K, N>, guard: &Guard) -> Option<Slot<N>> {
         loop {
-            // SAFETY: loaded under `guard`, which is still pinned (caller's contract);
-            // an entry is set only after its array.
-            if let Some(entry) = unsafe { self.entry.as_ref() } {
-                let link = unsafe { (*self.buckets).link };
-                self.entry = entry.next[link].load(Ordering::Acquire, guard).as_raw();
-                return Some(entry);
-            }
-            // SAFETY: as above.
+            // SAFETY: loaded under `guard`, which is still pinned (caller's contract).
             match unsafe { self.buckets.as_ref() } {
-                Some(buckets) if self.bucket + 1 < buckets.heads.len() => {
-                    self.bucket += 1;
-                    self.entry = buckets.heads[self.bucket]
-                        .load(Ordering::Acquire, guard)
-                        .as_raw();
+                Some(buckets) if self.slot < buckets.buckets.len() * SLOTS => {
+                    let bucket = &buckets.buckets[self.slot / SLOTS];
+                    let at = self.slot % SLOTS;
+                    self.slot += 1;
+                    if let Some(slot) = bucket.get(bucket.ctrl.load(Ordering::Acquire), at) {
+                        return Some(slot);
+                    }
                 }
                 started => {
                     if started.is_some() {
                         self.shard += 1;
                     }
                     let shard = index.shards.get(self.shard)?;
-                    let buckets = shard.buckets.load(Ordering::Acquire, guard);
-                    // SAFETY: published with `Release`, retired only through the epoch.
-                    let first = unsafe { buckets.deref() }.heads[0].load(Ordering::Acquire, guard);
-                    self.buckets = buckets.as_raw();
-                    self.bucket = 0;
-                    self.entry = first.as_raw();
+                    self.buckets = shard.buckets.load(Ordering::Acquire, guard).as_raw();
+                    self.slot = 0;
                 }
             }
         }
@@ -307,8 +382,8 @@ impl<K, N> Drop for Index<K, N> {
     fn drop(&mut self) {
         for shard in self.shards.iter() {
             // SAFETY: `&mut self`: no reader or writer is left, and retired arrays are the
-            // collector's to free; this one is still linked and so ours. Entries belong
-            // to their nodes.
+            // collector's to free; this one is still published and so ours. The nodes
+            // are not the index's.
             unsafe {
                 let guard = crossbeam_epoch::unprotected();
                 drop(shard.buckets.load(Ordering::Relaxed, guard).into_owned());
@@ -317,27 +392,11 @@ impl<K, N> Drop for Index<K, N> {
     }
 }
 
-impl<K, N> Shard<K, N> {
-    #[inline]
-    fn find<'g, Q>(&self, hash: u64, key: &Q, guard: &'g Guard) -> Option<&'g Entry<K, N>>
-    where
-        K: 'g,
-        N: 'g,
-        Q: Equivalent<K> + ?Sized,
-    {
-        // SAFETY: published with `Release`, retired only through the epoch.
-        let buckets = unsafe { self.buckets.load(Ordering::Acquire, guard).deref() };
-        buckets
-            .chain(hash, guard)
-            .find(|entry| entry.hash == hash && key.equivalent(entry.key()))
-    }
-}
-
 /// A locked shard.
 pub(crate) struct ShardWriter<'a, K, N> {
     /// A pinned guard, shared by all the shards one insert or kill locks. Under the lock
     /// nothing the writer reads can be retired, so the pin is not what keeps it safe; it
-    /// is there to retire an array after a growth, and because loom explored only one
+    /// is there to retire an array after a rebuild, and because loom explored only one
     /// execution of an insert racing a get (instead of 53,439) when writers read under
     /// `crossbeam_epoch::unprotected()`: we keep the models honest for one pin per insert
     /// or kill.
@@ -346,54 +405,50 @@ pub(crate) struct ShardWriter<'a, K, N> {
     shard: &'a Shard<K, N>,
 }
 
-impl<K, N> ShardWriter<'_, K, N> {
-    /// The entry linked under `key`, if any.
-    pub(crate) fn find<Q>(&self, hash: u64, key: &Q) -> Option<&Entry<K, N>>
+impl<K, N: Keyed<K>> ShardWriter<'_, K, N> {
+    /// The slot linked under `key`, if any.
+    pub(crate) fn find<Q>(&self, hash: u64, key: &Q) -> Option<Slot<N>>
     where
         Q: Equivalent<K> + ?Sized,
     {
-        self.shard.find(hash, key, self.guard)
+        self.buckets().find(hash, key).map(|(_, _, slot)| slot)
     }
 
-    /// Unlinks the entry with this hash that belongs to `node`, if one is linked.
-    /// Matching on the node rather than the key means kill needs nothing of `K`, and
-    /// never removes a newer object's entry.
-    pub(crate) fn unlink(&mut self, hash: u64, node: *const N) -> bool {
-        let guard = self.guard;
+    /// Clears `slot` (key `slot.idx()` of its node, whose hash is `hash`) if it is still
+    /// linked. Matching on the node rather than the key means kill runs no user code,
+    /// and never removes a newer object's key.
+    pub(crate) fn unlink(&mut self, hash: u64, slot: Slot<N>) -> bool {
         let buckets = self.buckets();
-        let mut link = buckets.head(hash);
-        loop {
-            let current = link.load(Ordering::Acquire, guard);
-            // SAFETY: we hold the shard lock, so every entry on the chain is linked and
-            // its node not yet retired.
-            let Some(entry) = (unsafe { current.as_ref() }) else {
-                return false;
-            };
-            let next = &entry.next[buckets.link];
-            if entry.hash == hash && std::ptr::eq(entry.node, node) {
-                link.store(next.load(Ordering::Acquire, guard), Ordering::Release);
-                self.state.len -= 1;
-                return true;
-            }
-            link = next;
-        }
+        let Some((bucket, at, _)) = buckets.probe(hash, |found| found == slot) else {
+            return false;
+        };
+        let bucket = &buckets.buckets[bucket];
+        // The tag first: a reader that still sees it loads the slot, and finds either
+        // this node (dead by now, or about to be) or null.
+        let ctrl = bucket.ctrl.load(Ordering::Relaxed);
+        bucket
+            .ctrl
+            .store(ctrl & !(0xff << (8 * at)), Ordering::Release);
+        bucket.slots[at].store(ptr::null_mut(), Ordering::Release);
+        self.state.len -= 1;
+        true
     }
 
-    /// Links `entry` at the head of its bucket (the caller has checked that no entry for
-    /// its key is linked), growing the shard first if it is full.
+    /// Links `slot` (key `slot.idx()` of its node, whose hash is `hash`; the caller has
+    /// checked that no node is linked under the key), rebuilding the shard first if it
+    /// is full or its overflow bits have piled up.
     ///
     /// # Safety
-    /// `entry` belongs to a node that stays allocated until it is unlinked again and
-    /// then retired through the epoch, and it is not linked anywhere now.
-    pub(crate) unsafe fn link(&mut self, entry: &Entry<K, N>) {
-        if self.state.len >= self.buckets().heads.len() {
-            self.grow();
+    /// The slot's node stays allocated until this slot is unlinked again and the node
+    /// is then retired through the epoch.
+    pub(crate) unsafe fn link(&mut self, hash: u64, slot: Slot<N>) {
+        let buckets = self.buckets().buckets.len();
+        if (self.state.len + 1) * LOAD_DEN > buckets * SLOTS * LOAD_NUM {
+            self.rebuild(buckets * 2);
+        } else if self.state.overflows * 2 > buckets {
+            self.rebuild(buckets);
         }
-        let guard = self.guard;
-        let buckets = self.buckets();
-        let head = buckets.head(entry.hash);
-        entry.next[buckets.link].store(head.load(Ordering::Relaxed, guard), Ordering::Relaxed);
-        head.store(Shared::from(entry as *const Entry<K, N>), Ordering::Release);
+        self.state.overflows += self.buckets().place(hash, slot, Ordering::Release);
         self.state.len += 1;
     }
 
@@ -408,6 +463,37 @@ impl<K, N> ShardWriter<'_, K, N> {
         self.state.spare.take(layout)
     }
 
+    /// Copies every occupied slot into a new array of `len` buckets, publishes it and
+    /// retires the old one. Waits for nothing: readers on the old array see it frozen.
+    #[cold]
+    fn rebuild(&mut self, len: usize) {
+        let guard = self.guard;
+        let old = self.buckets();
+        let new = Buckets::<K, N>::new(len);
+        let mut overflows = 0;
+        for bucket in old.buckets.iter() {
+            for slot in bucket.occupied() {
+                // SAFETY: linked, and we hold the shard lock: the node is not retired.
+                let hash = unsafe { N::hash(slot.node(), slot.idx()) };
+                // Unpublished yet: the swap's `Release` publishes all of it.
+                overflows += new.place(hash, slot, Ordering::Relaxed);
+            }
+        }
+        self.state.overflows = overflows;
+        let new = Owned::new(new).into_shared(guard);
+        let old = self.shard.buckets.swap(new, Ordering::Release, guard);
+        // SAFETY: the old array is unreachable for new readers from the swap on; the
+        // epoch frees it once every reader that may still walk it has unpinned. Only the
+        // array is freed: the nodes are not the index's.
+        unsafe { guard.defer_destroy(old) };
+        // Deferred work waits in this thread's bag until 64 items fill it, and an
+        // insert-only workload defers nothing else: flushed, the array goes as soon as
+        // the epoch moves on, which lookups and writers drive.
+        guard.flush();
+    }
+}
+
+impl<K, N> ShardWriter<'_, K, N> {
     /// Takes in the blocks recycled since the last writer, freeing those past what the
     /// shard keeps.
     pub(crate) fn absorb_recycled(&mut self) {
@@ -434,88 +520,129 @@ impl<K, N> ShardWriter<'_, K, N> {
                 .deref()
         }
     }
+}
 
-    /// Threads every entry into a new array twice the size, through the links the old
-    /// array does not use, swaps it in and retires the old array. Does nothing if the
-    /// array before the current one may still have readers (whose links the new one
-    /// would overwrite): the shard then just has longer chains for a while.
-    #[cold]
-    fn grow(&mut self) {
-        if let Some(freed) = &self.state.retired_freed {
-            // `Acquire` pairs with the `Release` in the deferred free below: every reader
-            // of that array is done with the links we are about to write.
-            if !freed.load(Ordering::Acquire) {
-                return;
-            }
+impl<N> Bucket<N> {
+    fn new() -> Self {
+        Bucket {
+            ctrl: AtomicU64::new(0),
+            slots: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
         }
-        let guard = self.guard;
-        let old = self.buckets();
-        let new = Buckets::new(old.heads.len() * 2, 1 - old.link);
-        for head in old.heads.iter() {
-            for entry in old.chain_from(head, guard) {
-                let new_head = new.head(entry.hash);
-                entry.next[new.link]
-                    .store(new_head.load(Ordering::Relaxed, guard), Ordering::Relaxed);
-                new_head.store(Shared::from(entry as *const Entry<K, N>), Ordering::Relaxed);
-            }
+    }
+
+    /// Slot `at`, if `ctrl` (this bucket's, loaded by the caller) shows it occupied and
+    /// it is not cleared since.
+    #[inline]
+    fn get(&self, ctrl: u64, at: usize) -> Option<Slot<N>> {
+        if ctrl >> (8 * at) & 0xff == 0 {
+            return None;
         }
-        let new = Owned::new(new).into_shared(guard);
-        let old = self.shard.buckets.swap(new, Ordering::Release, guard);
-        let freed = Arc::new(AtomicBool::new(false));
-        self.state.retired_freed = Some(Arc::clone(&freed));
-        let old = old.as_raw() as usize;
-        // SAFETY: the old array is unreachable for new readers from the swap on; the
-        // epoch runs this once every reader that may still walk it has unpinned. Only
-        // the heads are freed: the entries belong to their nodes.
-        unsafe {
-            guard.defer_unchecked(move || {
-                drop(Box::from_raw(old as *mut Buckets<K, N>));
-                freed.store(true, Ordering::Release);
-            });
-        }
-        // Deferred work waits in this thread's bag until 64 items fill it, and an
-        // insert-only workload defers nothing else: without this flush the old array was
-        // never freed, so the shard never grew again and its chains grew without bound
-        // (a table grown from `new()` to 200,000 objects took 21 s). Flushed, the array
-        // is freed as soon as the epoch moves on, which lookups and writers drive.
-        guard.flush();
+        let slot = self.slots[at].load(Ordering::Acquire);
+        (!slot.is_null()).then_some(Slot(slot))
+    }
+
+    /// Every occupied slot.
+    fn occupied(&self) -> impl Iterator<Item = Slot<N>> + '_ {
+        let ctrl = self.ctrl.load(Ordering::Acquire);
+        (0..SLOTS).filter_map(move |at| self.get(ctrl, at))
     }
 }
 
 impl<K, N> Buckets<K, N> {
-    fn new(len: usize, link: usize) -> Self {
+    fn new(len: usize) -> Self {
         debug_assert!(len.is_power_of_two());
         Buckets {
-            heads: (0..len).map(|_| Atomic::null()).collect(),
-            link,
+            mask: len - 1,
+            buckets: (0..len).map(|_| Bucket::new()).collect(),
+            _keys: std::marker::PhantomData,
         }
     }
 
+    /// Walks `hash`'s probe sequence (home bucket, then on while the bucket's overflow bit
+    /// for `hash` is set) and returns the first slot whose tag matches and for which
+    /// `wanted` holds, with its bucket and position: what every lookup, the writers'
+    /// included, goes through.
     #[inline]
-    fn head(&self, hash: u64) -> &Atomic<Entry<K, N>> {
-        &self.heads[hash as usize & (self.heads.len() - 1)]
+    fn probe(
+        &self,
+        hash: u64,
+        mut wanted: impl FnMut(Slot<N>) -> bool,
+    ) -> Option<(usize, usize, Slot<N>)> {
+        let tag = tag(hash);
+        let mut at = hash as usize & self.mask;
+        // However the array changed meanwhile, a lookup reads each bucket once at most.
+        for step in 1..=self.buckets.len() {
+            let bucket = &self.buckets[at];
+            let ctrl = bucket.ctrl.load(Ordering::Acquire);
+            let mut matches = matching(ctrl, tag);
+            while matches != 0 {
+                let slot = matches.trailing_zeros() as usize / 8;
+                matches &= matches - 1;
+                if let Some(found) = bucket.get(ctrl, slot).filter(|&found| wanted(found)) {
+                    return Some((at, slot, found));
+                }
+            }
+            if ctrl & overflow_bit(hash) == 0 {
+                return None;
+            }
+            at = (at + step) & self.mask;
+        }
+        None
     }
 
-    /// The chain of `hash`'s bucket.
-    #[inline]
-    fn chain<'g>(&'g self, hash: u64, guard: &'g Guard) -> impl Iterator<Item = &'g Entry<K, N>> {
-        self.chain_from(self.head(hash), guard)
+    /// How many buckets `hash`'s probe sequence reads to reach bucket `at` (1 for its
+    /// home bucket).
+    fn probe_len(&self, hash: u64, at: usize) -> usize {
+        let mut from = hash as usize & self.mask;
+        let mut len = 1;
+        while from != at && len <= self.buckets.len() {
+            from = (from + len) & self.mask;
+            len += 1;
+        }
+        len
     }
 
+    /// Places `slot` in the first bucket of `hash`'s probe sequence with a free slot:
+    /// the slot first, then its tag (both with `order`), after setting the overflow bit
+    /// of every full bucket passed. Returns how many overflow bits it set. The caller
+    /// holds the shard's lock (or owns the unpublished array) and has made sure there is
+    /// a free slot.
+    fn place(&self, hash: u64, slot: Slot<N>, order: Ordering) -> usize {
+        let tag = u64::from(tag(hash));
+        let mut at = hash as usize & self.mask;
+        let mut overflows = 0;
+        let mut step = 0;
+        loop {
+            step += 1;
+            let bucket = &self.buckets[at];
+            let ctrl = bucket.ctrl.load(Ordering::Relaxed);
+            if let Some(free) = (0..SLOTS).find(|&i| ctrl >> (8 * i) & 0xff == 0) {
+                bucket.slots[free].store(slot.0, order);
+                bucket.ctrl.store(ctrl | tag << (8 * free), order);
+                return overflows;
+            }
+            if ctrl & overflow_bit(hash) == 0 {
+                bucket.ctrl.store(ctrl | overflow_bit(hash), order);
+                overflows += 1;
+            }
+            at = (at + step) & self.mask;
+        }
+    }
+}
+
+impl<K, N: Keyed<K>> Buckets<K, N> {
+    /// The slot whose key is `key`, with its bucket and position.
     #[inline]
-    fn chain_from<'g>(
-        &'g self,
-        head: &Atomic<Entry<K, N>>,
-        guard: &'g Guard,
-    ) -> impl Iterator<Item = &'g Entry<K, N>> {
-        let mut next = head.load(Ordering::Acquire, guard);
-        let link = self.link;
-        std::iter::from_fn(move || {
-            // SAFETY: every entry on a chain was published with `Release`, and its node is
-            // freed only through the epoch that `guard` pins, after the entry's unlink.
-            let entry = unsafe { next.as_ref() }?;
-            next = entry.next[link].load(Ordering::Acquire, guard);
-            Some(entry)
+    fn find<Q>(&self, hash: u64, key: &Q) -> Option<(usize, usize, Slot<N>)>
+    where
+        Q: Equivalent<K> + ?Sized,
+    {
+        self.probe(hash, |slot| {
+            let (node, idx) = (slot.node(), slot.idx());
+            // SAFETY: the slot was published with `Release` and loaded with `Acquire`, so
+            // the node is built; the caller is pinned (or holds the lock), and nodes are
+            // retired only after their slots are cleared.
+            unsafe { N::hash(node, idx) == hash && key.equivalent(N::key(node, idx)) }
         })
     }
 }

@@ -41,10 +41,12 @@
 //!
 //! # The algorithm
 //!
-//! Two structures: an **index** from key to node, and per object a **node** holding the
-//! value, its keys, one index entry per key and one atomic **state word** — all in one
-//! allocation, so an insert allocates once and a lookup that finds an entry finds the
-//! key and the state word in the same block.
+//! Two structures: an **index** from key to node, and per object a **node** holding one
+//! atomic **state word**, its keys and their hashes, and the value — all in one
+//! allocation, so an insert allocates once and a lookup finds the state word and the key
+//! it compares in the node's first cache line. The index holds only values — per key, a
+//! tag of its hash and the node's address with the key's position — in one-cache-line
+//! buckets (see the `index` module): a miss reads one line, a hit two.
 //!
 //! ## The state word
 //!
@@ -74,7 +76,7 @@
 //!
 //! - **insert**: lock the index shards of all keys (ascending order, each shard once),
 //!   check that no key
-//!   names a live node (a killed node's leftover entry is unlinked), link one entry per
+//!   names a live node (a killed node's leftover slot is unlinked), link one slot per
 //!   key, then *store* `OWNED | LIVE` — the linearization point — and unlock. Nothing is
 //!   linked before every check passed, so a failed insert was never visible and hands the
 //!   value back; and since the node is not live until every key is linked, a `get` that
@@ -89,16 +91,13 @@
 //!   node.
 //! - **kill**: `fetch_and(!LIVE)` — the linearization point: from here no `get` on any key
 //!   succeeds. Then lock the shards of its keys as insert does and unlink the node's
-//!   entries, so every key can be inserted again before the drain.
+//!   slots, so every key can be inserted again before the drain.
 //! - **remove** (of a detached node): one CAS that requires `LIVE | DETACHED` and clears
 //!   both — the linearization point, so of two racing removes exactly one succeeds and
 //!   the other sees no live detached node; then unlink as kill does.
 //! - **revive** (of a killed node): lock its keys' shards, check and link them as insert
 //!   does, then `fetch_or(LIVE)` with `Release` (an RMW, since references taken before
 //!   the kill may still be out) — the linearization point; a failed check links nothing.
-//!   Entries relinked into the same array go in at the head of their bucket, so a stale
-//!   reader standing on one walks on from the head: it may see entries twice, never
-//!   skip one.
 //! - **drain**: wait until `refs` is zero — spin briefly, then park on the node's address
 //!   in the parking lot after setting `PARKED` inside the lot's `validate` — and move the
 //!   value out. Its linearization point is the load that sees zero; zero is final, since
@@ -106,10 +105,12 @@
 //!
 //! ## Memory orderings, and why each is enough
 //!
-//! - Index: writers link a fully built entry with a `Release` store; readers load with
-//!   `Acquire`. A reader that finds an entry sees its key and its node's fields.
+//! - Index: writers store a slot (a fully built node's address), then its tag, each with
+//!   `Release`; readers load the tags, then the slot, with `Acquire`. A reader that finds
+//!   a slot sees its node's keys and fields. A grown array is published with one
+//!   `Release` store after every slot was copied into it.
 //! - Publish (`Release` store of `LIVE`) pairs with get's `Acquire` CAS: a reader that
-//!   takes a reference sees the value and every key's entry as the inserter left them.
+//!   takes a reference sees the value and every key's slot as the inserter left them.
 //! - Get's CAS failure path is `Relaxed`: a failed get reads nothing else.
 //! - Ref clone: `Relaxed` `fetch_add`, as `Arc::clone` — the clone's caller already
 //!   holds a reference, so the count cannot reach zero meanwhile.
@@ -122,7 +123,7 @@
 //!   under TSan.
 //! - Kill: `AcqRel` `fetch_and`. What the guarantee needs is only that kill's write
 //!   precedes the unlinking in program order: a reader that observes an unlink (or a newer
-//!   entry linked after it) through `Acquire` also observes `LIVE` cleared, and any get's
+//!   slot linked after it) through `Acquire` also observes `LIVE` cleared, and any get's
 //!   CAS reads the latest value of the word anyway. The stronger ordering is free on the
 //!   control path.
 //! - Parking: `PARKED` is set with a `Relaxed` `fetch_or` inside the lot's `validate`
@@ -138,22 +139,20 @@
 //!
 //! ## Reclamation
 //!
-//! Readers dereference index entries and nodes only while pinned to a crossbeam-epoch
-//! epoch. A node is allocated together with its keys and index entries and retired as
-//! one block, only after all its entries are unlinked, by whoever finishes with it last:
-//! the drain
-//! (after moving the value out), or — if the owner was dropped — the last put or the
+//! Readers dereference bucket arrays and nodes only while pinned to a crossbeam-epoch
+//! epoch. A node is allocated together with its keys and retired as one block, only
+//! after all its slots are cleared, by whoever finishes with it last: the drain (after
+//! moving the value out), or — if the owner was dropped — the last put or the
 //! owner's drop. Retired nodes and replaced bucket arrays are handed to the collector,
 //! which runs their disposal once every thread pinned at that time has unpinned. A node's
 //! block then goes back to the index shard of its first key, and that shard's next insert
 //! builds its node in it (see `recycle`): the collector usually runs on a reader, and
 //! handing it a lock-free push instead of a cross-thread `free` keeps readers clear of
-//! the allocator's locks. Growing a
-//! shard threads the same entries through their second link, so it allocates only the
-//! new bucket array; it waits for the array before the last one to be freed, since it
-//! reuses that array's links, and flushes that array's deferred free to the collector at
-//! once, so the wait ends as soon as the threads pinned at the time have unpinned. A reader that reaches a killed node only reads its state word
-//! (its CAS fails), never the value, and holds nothing that delays the drain.
+//! the allocator's locks. Growing a shard copies its slots into a new array, publishes it
+//! and retires the old one: it waits for nothing, and readers still on the old array see
+//! a frozen copy, which liveness in the nodes makes harmless. A reader that reaches a
+//! killed node only reads its state word (its CAS fails), never the value, and holds
+//! nothing that delays the drain.
 //!
 //! **The last user holds no reference into the node.** A put or an abandon may, with its
 //! read-modify-write, make another thread the node's last user, which may then drop the
@@ -182,8 +181,8 @@
 //! | module | job |
 //! | --- | --- |
 //! | `table` | [`ResTable`]: insert, get, kill's index part, iteration |
-//! | `index` | sharded, epoch-protected hash index of intrusive entries: lock-free find, locked link/unlink, growth |
-//! | `node` | the node (one block: header, keys, entries) and its state word; every transition of it |
+//! | `index` | sharded, epoch-protected open-addressed index of one-line buckets: lock-free find, locked link/unlink, growth by copy |
+//! | `node` | the node (one block: header, keys, hashes, value) and its state word; every transition of it |
 //! | `recycle` | retired node blocks going back to their shard for reuse |
 //! | `section` | [`ReadSection`]: one epoch pin for a batch of lookups |
 //! | `guard` | [`Owner`], [`Ref`] and [`OwnedRef`], the handles to an object |

@@ -14,11 +14,12 @@
 //! The orderings are argued in the crate documentation; each call site repeats the short
 //! version.
 
-use crate::index::Entry;
+use crate::index::Keyed;
 use crate::recycle::Block;
 use crate::sync::{self, AtomicUsize, Ordering, Parked};
 use crate::table::MAX_KEYS;
 use std::alloc::{self, Layout};
+use std::marker::PhantomData;
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
@@ -56,31 +57,42 @@ pub(crate) const REFS: usize = DETACHED - 1;
 const MAX_REFS: usize = REFS >> 1;
 
 /// One object and the keys it answers to: the header of a single allocation that also
-/// holds the keys and one index entry per key,
+/// holds the keys, their hashes and the value,
 ///
 /// ```text
-/// [ Node: state, keys, entries, len, value ][ K; len ][ Entry; len ]
+/// [ Node: state, len, offsets ][ K; len ][ u64; len ][ T ]
 /// ```
 ///
-/// so an insert allocates once and a kill frees once, and a lookup that finds an entry
-/// finds its key and state word in the same block. The node is only ever handled through
-/// raw pointers that cover the whole block (from the allocation); `keys` and `entries`
-/// are such pointers too, so `&Node` can reach the arrays behind it.
+/// so an insert allocates once and a kill frees once, and a lookup that finds a key's
+/// slot in the index finds the state word and (for keys of a few words) the key in the
+/// node's first cache line. The block is aligned to [`NODE_ALIGN`], so the index can
+/// keep a key's position in the low bits of the node's address. The node is only ever
+/// handled through raw pointers that cover the whole block (from the allocation), so
+/// `&Node` can reach the arrays behind it.
+#[repr(C)]
 pub(crate) struct Node<K, T> {
     state: AtomicUsize,
-    keys: NonNull<K>,
-    /// Entry `i` is key `i`'s; each carries the key's hash, so kill needs no hasher.
-    entries: NonNull<Entry<K, Node<K, T>>>,
-    len: usize,
-    /// Moved out by the drain or dropped by the last holder; never by `free`.
-    value: ManuallyDrop<T>,
+    /// How many keys.
+    len: u32,
+    /// Where the hashes start, from the start of the block: each key's hash, so kill
+    /// and index growth need no hasher.
+    hashes_at: u32,
+    /// Where the value sits, from the start of the block. Moved out by the drain or
+    /// dropped by the last holder; never by `free`.
+    value_at: u32,
+    _owns: PhantomData<(K, T)>,
 }
+
+/// The alignment of every node block: the index stores a key's position (below
+/// `MAX_KEYS`) in the low bits of its node's address.
+pub(crate) const NODE_ALIGN: usize = MAX_KEYS;
 
 /// Where the arrays sit in a node's block, for a given number of keys.
 struct Blocks {
     layout: Layout,
     keys: usize,
-    entries: usize,
+    hashes: usize,
+    value: usize,
 }
 
 /// An insert's own clones of its keys, made before it takes any shard lock: `K::clone`
@@ -148,19 +160,23 @@ pub(crate) enum Release {
 
 impl<K, T> Node<K, T> {
     fn blocks(len: usize) -> Blocks {
-        // `len` is at most `MAX_KEYS`, so only a key type of absurd size overflows.
-        let overflow = "restable: node size overflows isize";
-        let header = Layout::new::<Self>();
+        // `len` is at most `MAX_KEYS`, so only key or value types of absurd size overflow.
+        let overflow = "restable: node size overflows u32";
+        let header = Layout::new::<Self>().align_to(NODE_ALIGN).expect(overflow);
         let (layout, keys) = header
             .extend(Layout::array::<K>(len).expect(overflow))
             .expect(overflow);
-        let (layout, entries) = layout
-            .extend(Layout::array::<Entry<K, Self>>(len).expect(overflow))
+        let (layout, hashes) = layout
+            .extend(Layout::array::<u64>(len).expect(overflow))
             .expect(overflow);
+        let (layout, value) = layout.extend(Layout::new::<T>()).expect(overflow);
+        let layout = layout.pad_to_align();
+        assert!(u32::try_from(layout.size()).is_ok(), "{overflow}");
         Blocks {
-            layout: layout.pad_to_align(),
+            layout,
             keys,
-            entries,
+            hashes,
+            value,
         }
     }
 
@@ -169,11 +185,11 @@ impl<K, T> Node<K, T> {
         Self::blocks(len).layout
     }
 
-    /// A node that is owned but not yet live (no `get` can take a reference to it), with
-    /// an index entry for each key; `hashes[i]` is key `i`'s hash. It is built in `block`
-    /// (a recycled block with `layout(keys.len())`) or in a new allocation, in place:
-    /// `value` is written straight into the block, never into a `Node` on the stack
-    /// first, so a large `T` costs no extra stack copy. Runs no user code.
+    /// A node that is owned but not yet live (no `get` can take a reference to it);
+    /// `hashes[i]` is key `i`'s hash. It is built in `block` (a recycled block with
+    /// `layout(keys.len())`) or in a new allocation, in place: `value` is written straight
+    /// into the block, never into a `Node` on the stack first, so a large `T` costs no
+    /// extra stack copy. Runs no user code.
     pub(crate) fn new_in(
         block: Option<NonNull<u8>>,
         keys: ClonedKeys<K>,
@@ -190,24 +206,23 @@ impl<K, T> Node<K, T> {
         });
         let node = base.cast::<Self>();
         let keys = ManuallyDrop::new(keys);
-        // SAFETY: both offsets lie inside the block, as `blocks` computed them; every
-        // field and array slot written below is inside the block and not yet written.
-        // The keys are moved (copied, and `keys` forgotten), so they are owned once.
+        // SAFETY: every offset lies inside the block, as `blocks` computed them, and
+        // fits a `u32` (checked there); every field and array slot written below is
+        // inside the block and not yet written. The keys are moved (copied, and `keys`
+        // forgotten), so they are owned once.
         unsafe {
             let at_keys = base.add(blocks.keys).cast::<K>();
-            let at_entries = base.add(blocks.entries).cast::<Entry<K, Self>>();
+            let at_hashes = base.add(blocks.hashes).cast::<u64>();
             ptr::copy_nonoverlapping(keys.keys.as_ptr().cast::<K>(), at_keys.as_ptr(), len);
-            for (i, &hash) in hashes.iter().enumerate() {
-                at_entries
-                    .add(i)
-                    .write(Entry::new(hash, at_keys.add(i).as_ptr(), node.as_ptr()));
-            }
-            let at = node.as_ptr();
-            ptr::addr_of_mut!((*at).state).write(AtomicUsize::new(OWNED));
-            ptr::addr_of_mut!((*at).keys).write(at_keys);
-            ptr::addr_of_mut!((*at).entries).write(at_entries);
-            ptr::addr_of_mut!((*at).len).write(len);
-            ptr::addr_of_mut!((*at).value).cast::<T>().write(value);
+            ptr::copy_nonoverlapping(hashes.as_ptr(), at_hashes.as_ptr(), len);
+            base.add(blocks.value).cast::<T>().write(value);
+            node.write(Node {
+                state: AtomicUsize::new(OWNED),
+                len: len as u32,
+                hashes_at: blocks.hashes as u32,
+                value_at: blocks.value as u32,
+                _owns: PhantomData,
+            });
         }
         node
     }
@@ -228,13 +243,11 @@ impl<K, T> Node<K, T> {
     /// `node` came from `new_in`, nothing will touch it again, and its value has been
     /// moved out or dropped.
     pub(crate) unsafe fn dispose(node: *mut Self) -> Block {
-        // SAFETY: the caller's contract; `len` and the array pointers describe the block
-        // `new_in` built. The value is separate (moved out or dropped already).
+        // SAFETY: the caller's contract; `len` and the offsets describe the block `new_in`
+        // built. The value is separate (moved out or dropped already).
         unsafe {
-            let len = (*node).len;
-            let (keys, entries) = ((*node).keys, (*node).entries);
-            ptr::drop_in_place(ptr::slice_from_raw_parts_mut(entries.as_ptr(), len));
-            let keys = ptr::slice_from_raw_parts_mut(keys.as_ptr(), len);
+            let len = (*node).len as usize;
+            let keys = ptr::slice_from_raw_parts_mut(Self::keys_ptr(node).cast_mut(), len);
             // This usually runs in the epoch's collector, on whichever thread collects: a
             // panicking `K::drop` must not escape from that thread's unrelated `get`, nor
             // skip the rest of the collector's garbage. The panic hook has already
@@ -249,25 +262,71 @@ impl<K, T> Node<K, T> {
         }
     }
 
+    /// Where the keys of the node at `node` start: right after the header, at an offset
+    /// that depends only on the types.
+    ///
+    /// # Safety
+    /// `node` came from `new_in`.
+    #[inline]
+    unsafe fn keys_ptr(node: *const Self) -> *const K {
+        let at = Layout::new::<Self>()
+            .size()
+            .next_multiple_of(std::mem::align_of::<K>());
+        // SAFETY: `blocks` puts the keys there (the header's size rounded up to `K`'s
+        // alignment, which `Layout::extend` computes the same way), inside the block.
+        unsafe { node.cast::<u8>().add(at).cast() }
+    }
+
     pub(crate) fn keys(&self) -> &[K] {
-        // SAFETY: `alloc` wrote `len` keys there; they live as long as the node.
-        unsafe { std::slice::from_raw_parts(self.keys.as_ptr(), self.len) }
+        // SAFETY: `new_in` wrote `len` keys there; they live as long as the node.
+        unsafe { std::slice::from_raw_parts(Self::keys_ptr(self), self.len as usize) }
+    }
+
+    /// Each key's hash, in key order.
+    pub(crate) fn hashes(&self) -> &[u64] {
+        // SAFETY: `new_in` wrote `len` hashes there; they live as long as the node.
+        unsafe { std::slice::from_raw_parts(Self::hashes_ptr(self), self.len as usize) }
+    }
+
+    /// # Safety
+    /// `node` came from `new_in` and is not yet freed.
+    #[inline]
+    unsafe fn hashes_ptr(node: *const Self) -> *const u64 {
+        // SAFETY: the caller's contract; `hashes_at` is written once, before the node
+        // is shared, and never again.
+        unsafe { node.cast::<u8>().add((*node).hashes_at as usize).cast() }
     }
 
     /// The hash that picks the node's home shard, its first key's: the shard that counts
     /// the node among the table's objects and that its block goes back to.
     pub(crate) fn home(&self) -> u64 {
-        self.entries()[0].hash()
-    }
-
-    /// The node's index entries, one per key.
-    pub(crate) fn entries(&self) -> &[Entry<K, Node<K, T>>] {
-        // SAFETY: `alloc` wrote `len` entries there; they live as long as the node.
-        unsafe { std::slice::from_raw_parts(self.entries.as_ptr(), self.len) }
+        self.hashes()[0]
     }
 
     pub(crate) fn value(&self) -> &T {
-        &self.value
+        // SAFETY: `new_in` wrote the value there; it stays until the drain moves it out
+        // or the last holder drops it, neither of which can happen while `&self` is held
+        // by an owner or a reference holder.
+        unsafe {
+            &*ptr::from_ref(self)
+                .cast::<u8>()
+                .add(self.value_at as usize)
+                .cast()
+        }
+    }
+
+    /// Where the value of the node at `node` sits.
+    ///
+    /// # Safety
+    /// `node` came from `new_in` and is not yet freed.
+    unsafe fn value_ptr(node: *const Self) -> *mut T {
+        // SAFETY: the caller's contract; `value_at` never changes.
+        unsafe {
+            node.cast::<u8>()
+                .add((*node).value_at as usize)
+                .cast::<T>()
+                .cast_mut()
+        }
     }
 
     /// The raw state word (for `Debug` and tests).
@@ -305,22 +364,10 @@ impl<K, T> Node<K, T> {
         unsafe { Self::word(node) }.load(Ordering::Acquire) & LIVE != 0
     }
 
-    /// The first index entry of the node at `node` (its home key's), read without making
-    /// a `&Node` (see [`Node::word`]): a reader may reach a node whose value its last
-    /// holder is dropping at this moment.
-    ///
-    /// # Safety
-    /// As for [`Node::word`].
-    pub(crate) unsafe fn first_entry(node: *const Self) -> *const Entry<K, Self> {
-        // SAFETY: the caller's contract; `entries` is written once, before the node is
-        // linked, and never again.
-        unsafe { (*node).entries.as_ptr() }
-    }
-
     /// Insert's linearization point. Called with every key linked and the shard locks
     /// still held. A plain store is enough: while `LIVE` is clear nobody else writes the
     /// word (`get` only reads it, and there are no references to put). `Release` so that
-    /// a reader whose `get` succeeds also sees every key's index entry and `T` itself.
+    /// a reader whose `get` succeeds also sees every key's index slot and `T` itself.
     pub(crate) fn publish(&self) {
         debug_assert_eq!(self.state(), OWNED);
         self.state.store(OWNED | LIVE, Ordering::Release);
@@ -402,7 +449,7 @@ impl<K, T> Node<K, T> {
 
     /// Kill's linearization point: no `get` succeeds after this. `AcqRel` costs nothing
     /// extra on the control path; what the guarantee needs is that this write is in the
-    /// word's modification order before the index entries are unlinked (program order plus
+    /// word's modification order before the index slots are cleared (program order plus
     /// the index's `Release` stores give that to any reader that sees the unlink).
     /// Returns whether the node was live (false only for a node that was never published).
     pub(crate) fn kill(&self) -> bool {
@@ -516,6 +563,21 @@ impl<K, T> Node<K, T> {
     }
 }
 
+impl<K, T> Keyed<K> for Node<K, T> {
+    #[inline]
+    unsafe fn key<'a>(node: *const Self, idx: usize) -> &'a K {
+        // SAFETY: the caller's contract; keys are written before the node is linked and
+        // dropped only when its block is disposed of, after its grace period.
+        unsafe { &*Self::keys_ptr(node).add(idx) }
+    }
+
+    #[inline]
+    unsafe fn hash(node: *const Self, idx: usize) -> u64 {
+        // SAFETY: as for `key`.
+        unsafe { *Self::hashes_ptr(node).add(idx) }
+    }
+}
+
 /// Moves `T` out of a drained node.
 ///
 /// # Safety
@@ -524,7 +586,7 @@ impl<K, T> Node<K, T> {
 pub(crate) unsafe fn take_value<K, T>(node: *const Node<K, T>) -> T {
     // SAFETY: no `Ref` exists and none can be made (not live), and the owner is being
     // consumed, so nobody reads the value concurrently or afterwards.
-    unsafe { ptr::read(&*(*node).value) }
+    unsafe { ptr::read(Node::value_ptr(node)) }
 }
 
 /// Drops `T` in place, for whoever got [`Release::Last`].
@@ -535,7 +597,7 @@ pub(crate) unsafe fn take_value<K, T>(node: *const Node<K, T>) -> T {
 pub(crate) unsafe fn drop_value<K, T>(node: *const Node<K, T>) {
     // SAFETY: the caller is the last holder of any kind; the value is still in place and
     // nothing else reads or drops it.
-    unsafe { ptr::drop_in_place(ptr::addr_of!((*node).value).cast_mut().cast::<T>()) }
+    unsafe { ptr::drop_in_place(Node::value_ptr(node)) }
 }
 
 #[inline]

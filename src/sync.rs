@@ -24,19 +24,16 @@ compile_error!(
 );
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{
+    fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
+};
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{
+    fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
+};
 
-/// The mana adapter's counters.
-#[cfg(all(feature = "mana", not(loom)))]
-pub(crate) use std::sync::atomic::AtomicU64;
-
-#[cfg(all(feature = "mana", loom))]
-pub(crate) use loom::sync::atomic::AtomicU64;
-
-pub(crate) use crossbeam_epoch::{Atomic, Guard, Owned, Shared};
+pub(crate) use crossbeam_epoch::{Atomic, Guard, Owned};
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::Arc;

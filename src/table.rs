@@ -3,7 +3,7 @@
 use crate::drain::Dying;
 use crate::error::{InsertError, InsertErrorKind};
 use crate::guard::{OwnedRef, Owner, Ref};
-use crate::index::{Entry, Index, ShardWriter};
+use crate::index::{Index, ShardWriter, Slot};
 use crate::node::{self, ClonedKeys, Node};
 use crate::sync::{self, Arc, AtomicBool, Guard, Ordering};
 use equivalent::Equivalent;
@@ -32,7 +32,7 @@ pub type DefaultHashBuilder = foldhash::fast::FixedState;
 ///
 /// See the [crate documentation](crate) for the algorithm.
 ///
-/// Memory: an object is one allocation (its value, keys and index entries). When it is
+/// Memory: an object is one allocation (its value, keys and their hashes). When it is
 /// destroyed, that block waits for the epoch's grace period and then goes back to the
 /// table for the next insert instead of to the allocator; each of the index's 32 shards
 /// keeps up to 64 such blocks, and frees the rest. So a table that shrinks keeps a little
@@ -228,8 +228,7 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
             .take_block(Node::<K, T>::layout(keys.len()));
         let node = Node::new_in(block, cloned, hashes, value);
         // SAFETY: just built; nothing else can see it until it is linked.
-        self.registry
-            .link_all(&mut locked, unsafe { node.as_ref() }, Node::publish);
+        self.registry.link_all(&mut locked, node, Node::publish);
         drop(locked);
         // SAFETY: linked and published: the owner's from now on.
         Ok(unsafe { Owner::new(Arc::clone(&self.registry), node) })
@@ -301,7 +300,7 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     {
         let hash = self.hasher.hash_one(key);
         let guard = sync::pin();
-        let node = self.registry.index.find(hash, key, &guard)?.node();
+        let node = self.registry.index.find(hash, key, &guard)?;
         // The epoch keeps the node's memory valid until here; from here on our
         // reference does.
         // SAFETY: (1) pinned, so the node is not freed yet; (2) `try_get` took the
@@ -350,7 +349,7 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     {
         let hash = self.hasher.hash_one(key);
         let guard = sync::pin();
-        let node = self.registry.index.find(hash, key, &guard)?.node();
+        let node = self.registry.index.find(hash, key, &guard)?;
         // SAFETY: pinned, and found in our index.
         unsafe { Registry::claim(&self.registry, node) }
     }
@@ -393,7 +392,7 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
             .index
             .find(hash, key, &guard)
             // SAFETY: pinned, so the node is not freed yet.
-            .is_some_and(|entry| unsafe { Node::is_live(entry.node()) })
+            .is_some_and(|node| unsafe { Node::is_live(node) })
     }
 
     /// The number of live objects (inserted and not yet killed), not of keys. Exact when
@@ -418,7 +417,7 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
         self.len() == 0
     }
 
-    /// The index's shape right now (bucket and entry counts, longest chain): for tests
+    /// The index's shape right now (bucket and key counts, longest probe): for tests
     /// and diagnostics, not a stable API.
     #[doc(hidden)]
     pub fn index_stats(&self) -> crate::index::IndexStats {
@@ -467,10 +466,10 @@ impl<K: Eq, T> Registry<K, T> {
     /// order, so two inserts cannot deadlock): returns the position of the first key
     /// that names a live object, or `None` if all are free.
     ///
-    /// An entry whose node is not live under a held lock can only be a killed node's (a
+    /// A slot whose node is not live under a held lock can only be a killed node's (a
     /// pending insert holds its locks until it publishes): it is unlinked here, so a key
     /// is reusable from its kill's linearization point on. The only user code this runs
-    /// is `K::eq` (through the chain walk), which is why a key's `Eq` must not touch the
+    /// is `K::eq` (through the probe), which is why a key's `Eq` must not touch the
     /// table it is a key of.
     fn check_free(
         &self,
@@ -481,9 +480,8 @@ impl<K: Eq, T> Registry<K, T> {
         for (i, (key, &hash)) in keys.iter().zip(hashes).enumerate() {
             let shard = locked.writer(hash);
             if let Some(other) = shard.find(hash, key) {
-                let other = other.node();
                 // SAFETY: linked and we hold its shard's lock, so not yet retired.
-                if unsafe { Node::is_live(other) } {
+                if unsafe { Node::is_live(other.node()) } {
                     return Some(i);
                 }
                 shard.unlink(hash, other);
@@ -496,16 +494,13 @@ impl<K: Eq, T> Registry<K, T> {
 impl<K: Eq, T> Registry<K, T> {
     /// Links a killed node under all its keys again and makes it live, or links nothing
     /// and returns the position of a key that names a live object now.
-    pub(crate) fn revive(&self, node: &Node<K, T>) -> Result<(), usize> {
-        let entries = node.entries();
-        let mut hashes = [0u64; MAX_KEYS];
-        for (hash, entry) in hashes.iter_mut().zip(entries) {
-            *hash = entry.hash();
-        }
-        let hashes = &hashes[..entries.len()];
+    pub(crate) fn revive(&self, node: NonNull<Node<K, T>>) -> Result<(), usize> {
+        // SAFETY: the caller (a `Dying`) owns the node, so it stays allocated.
+        let hashes = unsafe { node.as_ref() }.hashes();
         let guard = sync::pin();
         let mut locked = LockedShards::new(&self.index, hashes.iter().copied(), &guard);
-        if let Some(taken) = self.check_free(&mut locked, node.keys(), hashes) {
+        // SAFETY: as above.
+        if let Some(taken) = self.check_free(&mut locked, unsafe { node.as_ref() }.keys(), hashes) {
             return Err(taken);
         }
         self.link_all(&mut locked, node, Node::revive);
@@ -521,16 +516,24 @@ impl<K, T> Registry<K, T> {
     fn link_all(
         &self,
         locked: &mut LockedShards<'_, K, T>,
-        node: &Node<K, T>,
+        node: NonNull<Node<K, T>>,
         publish: fn(&Node<K, T>),
     ) {
-        for entry in node.entries() {
-            // SAFETY: the entry is part of the node, which stays allocated until it is
-            // killed (unlinking every entry) and then retired through the epoch.
-            unsafe { locked.writer(entry.hash()).link(entry) };
+        // SAFETY: the caller owns the node (just built, or killed and held by a `Dying`).
+        let this = unsafe { node.as_ref() };
+        for (idx, &hash) in this.hashes().iter().enumerate() {
+            // The slot holds the allocation's own pointer, never one derived from
+            // `this`: whoever frees the block may have found it through the slot.
+            // SAFETY: the node stays allocated until it is killed (unlinking every key)
+            // and then retired through the epoch.
+            unsafe {
+                locked
+                    .writer(hash)
+                    .link(hash, Slot::new(node.as_ptr(), idx))
+            };
         }
-        publish(node);
-        locked.writer(node.home()).add_objects(1);
+        publish(this);
+        locked.writer(this.home()).add_objects(1);
     }
 
     /// Claims `node` if it is live and detached (`remove`'s linearization point), unlinks
@@ -591,7 +594,7 @@ impl<K, T> Registry<K, T> {
     }
 
     /// Kill: makes the node unreachable under all its keys at once (clearing `LIVE`),
-    /// then unlinks its entries so the keys can be reused. An entry a newer insert has
+    /// then unlinks its slots so the keys can be reused. A slot a newer insert has
     /// already evicted is simply not found.
     pub(crate) fn kill(&self, node: &Node<K, T>) {
         let was_live = node.kill();
@@ -600,14 +603,13 @@ impl<K, T> Registry<K, T> {
     }
 
     /// The second half of a kill or a remove: unlinks the (no longer live) node's
-    /// entries, so that its keys can be inserted again.
+    /// slots, so that its keys can be inserted again.
     fn unlink_all(&self, node: &Node<K, T>) {
-        let entries = node.entries();
+        let hashes = node.hashes();
         let guard = sync::pin();
-        let mut locked = LockedShards::new(&self.index, entries.iter().map(Entry::hash), &guard);
-        for entry in entries {
-            let hash = entry.hash();
-            locked.writer(hash).unlink(hash, node);
+        let mut locked = LockedShards::new(&self.index, hashes.iter().copied(), &guard);
+        for (idx, &hash) in hashes.iter().enumerate() {
+            locked.writer(hash).unlink(hash, Slot::new(node, idx));
         }
         let home = locked.writer(node.home());
         home.add_objects(-1);
@@ -657,13 +659,13 @@ pub(crate) unsafe fn drop_and_retire<K, T>(
 /// holder after the owner let go has no registry at hand, and that path is rare).
 ///
 /// # Safety
-/// The node is unreachable from the index (all its entries unlinked), nothing will touch
+/// The node is unreachable from the index (all its slots cleared), nothing will touch
 /// it again, and its value has been moved out or dropped.
 pub(crate) unsafe fn retire<K, T>(node: *const Node<K, T>, registry: Option<Arc<Registry<K, T>>>) {
     let guard = sync::pin();
     let node = node.cast_mut();
     // SAFETY: only epoch-pinned readers that loaded a pointer to one of the node's
-    // entries before it was unlinked can still see the block; the epoch runs this after
+    // slots before they were cleared can still see the block; the epoch runs this after
     // they have all unpinned. The closure is two words, so deferring it allocates nothing.
     unsafe {
         guard.defer_unchecked(move || match registry {
@@ -746,13 +748,11 @@ impl<'a, K, T> Iterator for Iter<'a, K, T> {
         loop {
             // SAFETY: the cursor has only ever been advanced under `self.guard`, which
             // is still pinned.
-            let entry = unsafe { self.cursor.next(&self.registry.index, &self.guard) }?;
-            let node = entry.node();
-            // One entry per object yields it: the one for its first key.
+            let slot = unsafe { self.cursor.next(&self.registry.index, &self.guard) }?;
+            let node = slot.node();
+            // One slot per object yields it: its first key's.
             // SAFETY: pinned, so the node is not freed yet.
-            if std::ptr::eq(entry, unsafe { Node::first_entry(node) })
-                && unsafe { Node::try_get(node) }
-            {
+            if slot.idx() == 0 && unsafe { Node::try_get(node) } {
                 // SAFETY: `try_get` took the reference; the `Ref` borrows the table.
                 return Some(unsafe { Ref::new(node) });
             }

@@ -10,6 +10,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use restable::{Dying, InsertErrorKind, Owner, Ref, ResTable};
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,8 +101,30 @@ fn pick<X>(items: &mut Vec<X>, at: &Index) -> Option<X> {
     (!items.is_empty()).then(|| items.swap_remove(at.index(items.len())))
 }
 
-fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let table: ResTable<u8, Counted> = ResTable::new();
+/// Hashes every key to 0: all keys share one shard, one tag and one home bucket, so
+/// past seven live keys lookups run on through overflowing buckets, unlinks clear slots
+/// in the middle of the cluster, and rebuilds happen at every size.
+#[derive(Clone, Default)]
+struct Colliding;
+
+struct CollidingHasher;
+
+impl BuildHasher for Colliding {
+    type Hasher = CollidingHasher;
+    fn build_hasher(&self) -> CollidingHasher {
+        CollidingHasher
+    }
+}
+
+impl Hasher for CollidingHasher {
+    fn write(&mut self, _: &[u8]) {}
+    fn finish(&self) -> u64 {
+        0
+    }
+}
+
+fn run<S: BuildHasher>(ops: Vec<Op>, hasher: S) -> Result<(), TestCaseError> {
+    let table: ResTable<u8, Counted, S> = ResTable::with_hasher(hasher);
     let mut model = Model::default();
     let mut owners: Vec<(usize, Owner<u8, Counted>)> = Vec::new();
     let mut dyings: Vec<(usize, Dying<u8, Counted>)> = Vec::new();
@@ -266,6 +289,11 @@ proptest! {
 
     #[test]
     fn table_matches_sequential_model(ops in prop::collection::vec(op(), 1..80)) {
-        run(ops)?;
+        run(ops, restable::DefaultHashBuilder::default())?;
+    }
+
+    #[test]
+    fn colliding_hashes_match_the_model(ops in prop::collection::vec(op(), 1..80)) {
+        run(ops, Colliding)?;
     }
 }

@@ -264,8 +264,9 @@ fn dying_drop_vs_last_put() {
     });
 }
 
-/// 10. Index growth racing get: under loom a shard starts with one bucket, so a second
-/// entry in a shard swaps in a larger array while the reader walks the old one.
+/// 10. Index growth racing get: under loom a shard starts with one two-slot bucket, so a
+/// second key in a shard copies its slots into a larger array and publishes it while the
+/// reader may be on the old one, or loading the new one.
 #[test]
 fn index_growth_vs_get() {
     model("index_growth_vs_get", || {
@@ -286,9 +287,10 @@ fn index_growth_vs_get() {
     });
 }
 
-/// 10b. A second growth while a reader may still be on the array before the last: it
-/// rewrites the links that array's chains use, so it must wait until that array has
-/// been reclaimed. Six more keys over two one-bucket shards grow the shards twice.
+/// 10b. A second growth while a reader may still be on the array before the last: growth
+/// waits for nothing, so two retired arrays may be pending at once, and the reader's
+/// must stay readable (frozen) until it unpins. Six more keys over two one-bucket shards
+/// grow the shards twice.
 #[test]
 fn second_growth_vs_get() {
     model("second_growth_vs_get", || {

@@ -12,9 +12,9 @@ use std::time::Instant;
 pub type Table = ResTable<u32, Qp>;
 
 /// Runs `f` on a new loom thread with its own handle to `table`.
-pub fn spawn_with<R: 'static>(
-    table: &Arc<Table>,
-    f: impl FnOnce(Arc<Table>) -> R + 'static,
+pub fn spawn_with<Tb: Send + Sync + 'static, R: 'static>(
+    table: &Arc<Tb>,
+    f: impl FnOnce(Arc<Tb>) -> R + 'static,
 ) -> thread::JoinHandle<R> {
     let table = Arc::clone(table);
     thread::spawn(move || f(table))
