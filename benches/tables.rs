@@ -242,6 +242,49 @@ fn churn<I: Impl>(group: &mut BenchmarkGroup<'_, WallTime>, timed_lookups: bool)
     teardown(&table, owners.into_iter().map(|(_, owner)| owner).collect());
 }
 
+// (8) Inserts into a table grown from empty (`with_capacity(0)`, what most users write),
+// alone or beside a thread that looks up one object of that table all along. ns per
+// insert, averaged over growing tables from empty to `n` objects, as many as the
+// measurement asks for; only the inserts are timed.
+fn grow<I: Impl>(group: &mut BenchmarkGroup<'_, WallTime>, n: u64, label: &str, reader: bool) {
+    // Never among the grown objects' keys: those are `key(i, 0)`.
+    let watched = key(0, 7);
+    group.bench_function(format!("{}/{label}", I::NAME), |b| {
+        b.iter_custom(|iters| {
+            let mut timed = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let batch = left.min(n);
+                left -= batch;
+                let table = I::with_capacity(0);
+                let first = table.insert(&[watched], 0);
+                let watched = I::lookup_key(&first, watched);
+                let stop = AtomicBool::new(false);
+                let owners = thread::scope(|s| {
+                    if reader {
+                        s.spawn(|| {
+                            let mut session = Session::new::<I>();
+                            while !stop.load(Ordering::Relaxed) {
+                                session.tick();
+                                black_box(table.get_put(watched));
+                            }
+                        });
+                    }
+                    let start = Instant::now();
+                    let owners: Vec<I::Owner> =
+                        (0..batch).map(|i| table.insert(&[key(i, 0)], i)).collect();
+                    timed += start.elapsed();
+                    stop.store(true, Ordering::Relaxed);
+                    owners
+                });
+                teardown(&table, owners);
+                black_box(table.kill_and_drain(first));
+            }
+            timed
+        })
+    });
+}
+
 // (6) insert under six keys + kill_and_drain, no reference out.
 /// (6b) The same cycle on two threads at once, on disjoint keys: writers that do not
 /// share keys should not wait for each other. ns per cycle per thread.
@@ -387,6 +430,17 @@ fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("6b_insert6_kill_drain_two_writers");
     for_each_impl!(cycle6_two_writers(&mut group));
     group.finish();
+
+    for (name, reader) in [
+        ("8_insert_grown", false),
+        ("8b_insert_grown_beside_reader", true),
+    ] {
+        let mut group = c.benchmark_group(name);
+        for (n, size) in [(10_000, "10k"), (100_000, "100k"), (1_000_000, "1M")] {
+            for_each_impl!(grow(&mut group, n, size, reader));
+        }
+        group.finish();
+    }
 
     let mut group = c.benchmark_group("7_mana_event_dispatch");
     mana_dispatch(&mut group);

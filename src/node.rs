@@ -60,12 +60,14 @@ const MAX_REFS: usize = REFS >> 1;
 /// holds the keys, their hashes and the value,
 ///
 /// ```text
-/// [ Node: state, len, offsets ][ K; len ][ u64; len ][ T ]
+/// [ Node: state, len, value offset ][ K; len ][ u64; len ][ T ]
 /// ```
 ///
 /// so an insert allocates once and a kill frees once, and a lookup that finds a key's
 /// slot in the index finds the state word and (for keys of a few words) the key in the
-/// node's first cache line. The block is aligned to [`NODE_ALIGN`], so the index can
+/// node's first cache line. The header is two words: the hashes (each key's, so kill
+/// and index growth need no hasher) start right after the keys, where `Layout::extend`
+/// puts them, and are found by computing that offset again. The block is aligned to [`NODE_ALIGN`], so the index can
 /// keep a key's position in the low bits of the node's address. The node is only ever
 /// handled through raw pointers that cover the whole block (from the allocation), so
 /// `&Node` can reach the arrays behind it.
@@ -74,9 +76,6 @@ pub(crate) struct Node<K, T> {
     state: AtomicUsize,
     /// How many keys.
     len: u32,
-    /// Where the hashes start, from the start of the block: each key's hash, so kill
-    /// and index growth need no hasher.
-    hashes_at: u32,
     /// Where the value sits, from the start of the block. Moved out by the drain or
     /// dropped by the last holder; never by `free`.
     value_at: u32,
@@ -219,10 +218,11 @@ impl<K, T> Node<K, T> {
             node.write(Node {
                 state: AtomicUsize::new(OWNED),
                 len: len as u32,
-                hashes_at: blocks.hashes as u32,
                 value_at: blocks.value as u32,
                 _owns: PhantomData,
             });
+            debug_assert_eq!(Self::keys_ptr(node.as_ptr()), at_keys.as_ptr());
+            debug_assert_eq!(Self::hashes_ptr(node.as_ptr()), at_hashes.as_ptr());
         }
         node
     }
@@ -269,12 +269,15 @@ impl<K, T> Node<K, T> {
     /// `node` came from `new_in`.
     #[inline]
     unsafe fn keys_ptr(node: *const Self) -> *const K {
-        let at = Layout::new::<Self>()
-            .size()
-            .next_multiple_of(std::mem::align_of::<K>());
-        // SAFETY: `blocks` puts the keys there (the header's size rounded up to `K`'s
-        // alignment, which `Layout::extend` computes the same way), inside the block.
-        unsafe { node.cast::<u8>().add(at).cast() }
+        // SAFETY: `blocks` puts the keys there, inside the block.
+        unsafe { node.cast::<u8>().add(Self::keys_at()).cast() }
+    }
+
+    /// Where the keys start: right after the header, rounded up to `K`'s alignment, as
+    /// `Layout::extend` computes it in `blocks`.
+    #[inline]
+    fn keys_at() -> usize {
+        std::mem::size_of::<Self>().next_multiple_of(std::mem::align_of::<K>())
     }
 
     pub(crate) fn keys(&self) -> &[K] {
@@ -292,9 +295,14 @@ impl<K, T> Node<K, T> {
     /// `node` came from `new_in` and is not yet freed.
     #[inline]
     unsafe fn hashes_ptr(node: *const Self) -> *const u64 {
-        // SAFETY: the caller's contract; `hashes_at` is written once, before the node
-        // is shared, and never again.
-        unsafe { node.cast::<u8>().add((*node).hashes_at as usize).cast() }
+        // SAFETY: the caller's contract; `len` is written once, before the node is
+        // shared, and never again. The offset is the one `blocks` got from
+        // `Layout::extend`: the end of the keys, rounded up to a `u64`'s alignment.
+        unsafe {
+            let keys_end = Self::keys_at() + (*node).len as usize * std::mem::size_of::<K>();
+            let at = keys_end.next_multiple_of(std::mem::align_of::<u64>());
+            node.cast::<u8>().add(at).cast()
+        }
     }
 
     /// The hash that picks the node's home shard, its first key's: the shard that counts
