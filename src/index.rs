@@ -71,7 +71,9 @@ use crate::recycle::{Block, Incoming, Spare};
 use crate::sync::{
     Atomic, AtomicPtr, AtomicU64, AtomicUsize, Guard, Mutex, MutexGuard, Ordering, Owned,
 };
+use crate::table::MAX_KEYS;
 use equivalent::Equivalent;
+use std::mem::MaybeUninit;
 use std::ptr;
 
 /// How many shards a table's index has: enough that writers on 2–16 cores rarely meet on
@@ -83,6 +85,7 @@ const SHARD_BITS: u32 = 5;
 const SHARD_BITS: u32 = 1;
 
 const SHARDS: usize = 1 << SHARD_BITS;
+const _: () = assert!(SHARDS <= 64, "LockedShards keeps a bit per shard in a u64");
 
 /// Slots per bucket: seven 8-byte slots and the control word fill one cache line. Under
 /// loom two, so that a second key already grows a shard and a third may overflow.
@@ -298,16 +301,6 @@ impl<K, N> Index<K, N> {
     pub(crate) fn shard_of(hash: u64) -> usize {
         (hash >> (u64::BITS - SHARD_BITS)) as usize
     }
-
-    /// Locks the shard `shard` for writing; the writer reads it under `guard`.
-    pub(crate) fn lock<'a>(&'a self, shard: usize, guard: &'a Guard) -> ShardWriter<'a, K, N> {
-        let shard = &self.shards[shard];
-        ShardWriter {
-            guard,
-            state: shard.writer.lock(),
-            shard,
-        }
-    }
 }
 
 /// The shape of a table's index, from [`ResTable::index_stats`](crate::ResTable::index_stats):
@@ -392,7 +385,7 @@ impl<K, N> Drop for Index<K, N> {
     }
 }
 
-/// A locked shard.
+/// A shard whose lock the caller holds (through [`LockedShards`]), for writing.
 pub(crate) struct ShardWriter<'a, K, N> {
     /// A pinned guard, shared by all the shards one insert or kill locks. Under the lock
     /// nothing the writer reads can be retired, so the pin is not what keeps it safe; it
@@ -401,7 +394,7 @@ pub(crate) struct ShardWriter<'a, K, N> {
     /// `crossbeam_epoch::unprotected()`: we keep the models honest for one pin per insert
     /// or kill.
     guard: &'a Guard,
-    state: MutexGuard<'a, ShardState>,
+    state: &'a mut ShardState,
     shard: &'a Shard<K, N>,
 }
 
@@ -446,7 +439,10 @@ impl<K, N: Keyed<K>> ShardWriter<'_, K, N> {
         if (self.state.len + 1) * LOAD_DEN > buckets * SLOTS * LOAD_NUM {
             self.rebuild(buckets * 2);
         } else if self.state.overflows * 2 > buckets {
-            self.rebuild(buckets);
+            // Past half full, a copy at the same size would set about as many overflow
+            // bits again (and the next insert would rebuild once more): grow instead.
+            let half_full = self.state.len * 2 > buckets * SLOTS;
+            self.rebuild(if half_full { buckets * 2 } else { buckets });
         }
         self.state.overflows += self.buckets().place(hash, slot, Ordering::Release);
         self.state.len += 1;
@@ -523,11 +519,31 @@ impl<K, N> ShardWriter<'_, K, N> {
 }
 
 impl<N> Bucket<N> {
-    fn new() -> Self {
-        Bucket {
-            ctrl: AtomicU64::new(0),
-            slots: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+    /// `len` empty buckets, from zeroed memory: an empty bucket is all zero bits, so a
+    /// large array costs no initializing pass (and its pages are touched only when used).
+    #[cfg(not(loom))]
+    fn array(len: usize) -> Box<[Self]> {
+        let layout = std::alloc::Layout::array::<Self>(len).expect("restable: index too large");
+        // SAFETY: the layout is not zero-sized (`len >= 1`, and a bucket is 64 bytes).
+        let buckets = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<Self>();
+        if buckets.is_null() {
+            std::alloc::handle_alloc_error(layout);
         }
+        // SAFETY: allocated by the global allocator with `Layout::array::<Self>(len)`, as
+        // `Box<[Self]>` frees it; zero bits are a valid bucket (a `0` control word and
+        // null slots: atomics have the layout of their integer or pointer).
+        unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(buckets, len)) }
+    }
+
+    /// Under loom atomics are model objects, not plain integers: built one by one.
+    #[cfg(loom)]
+    fn array(len: usize) -> Box<[Self]> {
+        (0..len)
+            .map(|_| Bucket {
+                ctrl: AtomicU64::new(0),
+                slots: std::array::from_fn(|_| AtomicPtr::new(ptr::null_mut())),
+            })
+            .collect()
     }
 
     /// Slot `at`, if `ctrl` (this bucket's, loaded by the caller) shows it occupied and
@@ -553,7 +569,7 @@ impl<K, N> Buckets<K, N> {
         debug_assert!(len.is_power_of_two());
         Buckets {
             mask: len - 1,
-            buckets: (0..len).map(|_| Bucket::new()).collect(),
+            buckets: Bucket::array(len),
             _keys: std::marker::PhantomData,
         }
     }
@@ -644,5 +660,81 @@ impl<K, N: Keyed<K>> Buckets<K, N> {
             // retired only after their slots are cleared.
             unsafe { N::hash(node, idx) == hash && key.equivalent(N::key(node, idx)) }
         })
+    }
+}
+
+/// The shards of one node's keys, each locked once, in ascending order, so that two
+/// writers never deadlock and a node whose keys share a shard locks it once. Unlocks
+/// them when dropped.
+pub(crate) struct LockedShards<'a, K, N> {
+    index: &'a Index<K, N>,
+    /// The pinned guard the writers read under.
+    guard: &'a Guard,
+    /// For each shard, where in `locks` its lock is, or `UNLOCKED`.
+    at: [u8; SHARDS],
+    /// The first `count` are held, in ascending order of their shards.
+    locks: [MaybeUninit<MutexGuard<'a, ShardState>>; MAX_KEYS],
+    count: usize,
+}
+
+/// `LockedShards::at` of a shard that is not locked.
+const UNLOCKED: u8 = u8::MAX;
+
+impl<'a, K, N> LockedShards<'a, K, N> {
+    /// Locks the shards of these key hashes (at most `MAX_KEYS`); the writers read them
+    /// under `guard`.
+    #[inline]
+    pub(crate) fn new(
+        index: &'a Index<K, N>,
+        hashes: impl Iterator<Item = u64>,
+        guard: &'a Guard,
+    ) -> Self {
+        let mut locked = LockedShards {
+            index,
+            guard,
+            at: [UNLOCKED; SHARDS],
+            locks: [const { MaybeUninit::uninit() }; MAX_KEYS],
+            count: 0,
+        };
+        let mut wanted: u64 = 0;
+        for hash in hashes {
+            wanted |= 1 << Index::<K, N>::shard_of(hash);
+        }
+        // Ascending shard order: the same for every writer.
+        while wanted != 0 {
+            let shard = wanted.trailing_zeros() as usize;
+            wanted &= wanted - 1;
+            locked.locks[locked.count].write(index.shards[shard].writer.lock());
+            locked.at[shard] = locked.count as u8;
+            locked.count += 1;
+        }
+        locked
+    }
+
+    /// The locked shard that `hash` lives in.
+    #[inline]
+    pub(crate) fn writer(&mut self, hash: u64) -> ShardWriter<'_, K, N> {
+        let shard = Index::<K, N>::shard_of(hash);
+        let at = self.at[shard];
+        assert!(
+            at != UNLOCKED,
+            "restable: the shard of every key of the node is locked"
+        );
+        // SAFETY: `at` is below `count` (set together), so that lock is initialized.
+        let state = unsafe { self.locks[at as usize].assume_init_mut() };
+        ShardWriter {
+            guard: self.guard,
+            state,
+            shard: &self.index.shards[shard],
+        }
+    }
+}
+
+impl<K, N> Drop for LockedShards<'_, K, N> {
+    fn drop(&mut self) {
+        for lock in &mut self.locks[..self.count] {
+            // SAFETY: the first `count` locks are initialized, and dropped only here.
+            unsafe { lock.assume_init_drop() };
+        }
     }
 }

@@ -20,7 +20,7 @@ use crate::sync::{self, AtomicUsize, Ordering, Parked};
 use crate::table::MAX_KEYS;
 use std::alloc::{self, Layout};
 use std::marker::PhantomData;
-use std::mem::{ManuallyDrop, MaybeUninit};
+use std::mem::MaybeUninit;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 use std::time::Instant;
@@ -96,8 +96,8 @@ struct Blocks {
 
 /// An insert's own clones of its keys, made before it takes any shard lock: `K::clone`
 /// is user code, which may panic or block, and must not run under a lock. Moved into the
-/// node's block (a plain copy) once the insert has checked its keys; dropped with
-/// whatever is left, on the caller's thread, outside any lock.
+/// node's block (a plain copy, leaving this empty) once the insert has checked its keys;
+/// dropped with whatever is left, on the caller's thread, outside any lock.
 pub(crate) struct ClonedKeys<K> {
     keys: [MaybeUninit<K>; MAX_KEYS],
     /// How many of `keys`, from the front, are initialized and ours.
@@ -191,7 +191,7 @@ impl<K, T> Node<K, T> {
     /// extra stack copy. Runs no user code.
     pub(crate) fn new_in(
         block: Option<NonNull<u8>>,
-        keys: ClonedKeys<K>,
+        keys: &mut ClonedKeys<K>,
         hashes: &[u64],
         value: T,
     ) -> NonNull<Self> {
@@ -204,15 +204,15 @@ impl<K, T> Node<K, T> {
             NonNull::new(base).unwrap_or_else(|| alloc::handle_alloc_error(blocks.layout))
         });
         let node = base.cast::<Self>();
-        let keys = ManuallyDrop::new(keys);
         // SAFETY: every offset lies inside the block, as `blocks` computed them, and
         // fits a `u32` (checked there); every field and array slot written below is
         // inside the block and not yet written. The keys are moved (copied, and `keys`
-        // forgotten), so they are owned once.
+        // emptied), so they are owned once.
         unsafe {
             let at_keys = base.add(blocks.keys).cast::<K>();
             let at_hashes = base.add(blocks.hashes).cast::<u64>();
             ptr::copy_nonoverlapping(keys.keys.as_ptr().cast::<K>(), at_keys.as_ptr(), len);
+            keys.len = 0;
             ptr::copy_nonoverlapping(hashes.as_ptr(), at_hashes.as_ptr(), len);
             base.add(blocks.value).cast::<T>().write(value);
             node.write(Node {
@@ -632,7 +632,7 @@ mod tests {
         fn new(keys: &[u32], value: T) -> Self {
             Owned(Node::new_in(
                 None,
-                ClonedKeys::new(keys),
+                &mut ClonedKeys::new(keys),
                 &vec![0; keys.len()],
                 value,
             ))

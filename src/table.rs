@@ -3,7 +3,7 @@
 use crate::drain::Dying;
 use crate::error::{InsertError, InsertErrorKind};
 use crate::guard::{OwnedRef, Owner, Ref};
-use crate::index::{Index, ShardWriter, Slot};
+use crate::index::{Index, LockedShards, Slot};
 use crate::node::{self, ClonedKeys, Node};
 use crate::sync::{self, Arc, AtomicBool, Guard, Ordering};
 use equivalent::Equivalent;
@@ -206,7 +206,7 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
         let hashes = &hashes[..keys.len()];
         // User code (`K::clone`) runs before any lock is taken; if it panics, the clones
         // made so far and `value` are dropped on the way out, and no lock is held.
-        let cloned = ClonedKeys::new(keys);
+        let mut cloned = ClonedKeys::new(keys);
         let guard = sync::pin();
         // Declared after `cloned`, so that on every path (a panicking `K::eq` included)
         // the locks are released before a key or the value is dropped.
@@ -226,7 +226,7 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
         let block = locked
             .writer(hashes[0])
             .take_block(Node::<K, T>::layout(keys.len()));
-        let node = Node::new_in(block, cloned, hashes, value);
+        let node = Node::new_in(block, &mut cloned, hashes, value);
         // SAFETY: just built; nothing else can see it until it is linked.
         self.registry.link_all(&mut locked, node, Node::publish);
         drop(locked);
@@ -473,12 +473,12 @@ impl<K: Eq, T> Registry<K, T> {
     /// table it is a key of.
     fn check_free(
         &self,
-        locked: &mut LockedShards<'_, K, T>,
+        locked: &mut LockedShards<'_, K, Node<K, T>>,
         keys: &[K],
         hashes: &[u64],
     ) -> Option<usize> {
         for (i, (key, &hash)) in keys.iter().zip(hashes).enumerate() {
-            let shard = locked.writer(hash);
+            let mut shard = locked.writer(hash);
             if let Some(other) = shard.find(hash, key) {
                 // SAFETY: linked and we hold its shard's lock, so not yet retired.
                 if unsafe { Node::is_live(other.node()) } {
@@ -515,7 +515,7 @@ impl<K, T> Registry<K, T> {
     /// so a failed insert or revive was never visible. Runs no user code.
     fn link_all(
         &self,
-        locked: &mut LockedShards<'_, K, T>,
+        locked: &mut LockedShards<'_, K, Node<K, T>>,
         node: NonNull<Node<K, T>>,
         publish: fn(&Node<K, T>),
     ) {
@@ -611,7 +611,7 @@ impl<K, T> Registry<K, T> {
         for (idx, &hash) in hashes.iter().enumerate() {
             locked.writer(hash).unlink(hash, Slot::new(node, idx));
         }
-        let home = locked.writer(node.home());
+        let mut home = locked.writer(node.home());
         home.add_objects(-1);
         home.absorb_recycled();
     }
@@ -672,55 +672,6 @@ pub(crate) unsafe fn retire<K, T>(node: *const Node<K, T>, registry: Option<Arc<
             Some(registry) => registry.recycle(node),
             None => Node::free(node),
         })
-    }
-}
-
-/// The index shards of one node's keys, each locked once, in ascending order, so that
-/// two writers never deadlock and a node whose keys share a shard locks it once.
-struct LockedShards<'a, K, T> {
-    /// The shard of each key, sorted; a shard's writer sits at its first position.
-    shards: [usize; MAX_KEYS],
-    count: usize,
-    writers: [Option<ShardWriter<'a, K, Node<K, T>>>; MAX_KEYS],
-}
-
-impl<'a, K, T> LockedShards<'a, K, T> {
-    /// Locks the shards of these key hashes (at most `MAX_KEYS`); the writers read them
-    /// under `guard`.
-    #[inline]
-    fn new(
-        index: &'a Index<K, Node<K, T>>,
-        hashes: impl Iterator<Item = u64>,
-        guard: &'a Guard,
-    ) -> Self {
-        let mut shards = [0usize; MAX_KEYS];
-        let mut count = 0;
-        for (shard, hash) in shards.iter_mut().zip(hashes) {
-            *shard = Index::<K, Node<K, T>>::shard_of(hash);
-            count += 1;
-        }
-        shards[..count].sort_unstable();
-        let mut writers: [Option<ShardWriter<'a, K, Node<K, T>>>; MAX_KEYS] =
-            std::array::from_fn(|_| None);
-        for (i, &shard) in shards[..count].iter().enumerate() {
-            if i == 0 || shards[i - 1] != shard {
-                writers[i] = Some(index.lock(shard, guard));
-            }
-        }
-        LockedShards {
-            shards,
-            count,
-            writers,
-        }
-    }
-
-    /// The locked shard that `hash` lives in.
-    fn writer(&mut self, hash: u64) -> &mut ShardWriter<'a, K, Node<K, T>> {
-        let shard = Index::<K, Node<K, T>>::shard_of(hash);
-        let at = self.shards[..self.count].partition_point(|&s| s < shard);
-        self.writers[at]
-            .as_mut()
-            .expect("the shard of every key of the node is locked")
     }
 }
 
