@@ -29,7 +29,7 @@
 //!   it passed.
 //! - **Lookup** (no lock, no write, no allocation): one `Acquire` load of the home
 //!   bucket's `ctrl` gives every tag; each slot whose tag matches is loaded (`Acquire`)
-//!   and its key compared (hash, then `Equivalent`). The first equal key is the answer,
+//!   and its key compared (`Equivalent`). The first equal key is the answer,
 //!   live or not (the table then tries to take a reference). If none matches and the
 //!   bucket's overflow bit for this hash is clear, the key is absent; otherwise the next
 //!   bucket of the sequence is read the same way. A miss reads one line, a hit two (bucket, node).
@@ -141,11 +141,12 @@ fn overflow_bit(hash: u64) -> u64 {
     1 << (OVERFLOW_SHIFT + (hash >> 47) as u32 % 8)
 }
 
-/// The top bit of every tag byte of `ctrl` that may equal `tag` (false positives only
-/// after a true match, from the borrow; the key comparison settles them).
+/// The top bit of every tag byte of `ctrl` that may equal the tag repeated in every byte
+/// of `tags` (false positives only after a true match, from the borrow; the key
+/// comparison settles them).
 #[inline]
-fn matching(ctrl: u64, tag: u8) -> u64 {
-    let diff = ctrl ^ (LOW_BITS * u64::from(tag));
+fn matching(ctrl: u64, tags: u64) -> u64 {
+    let diff = ctrl ^ tags;
     diff.wrapping_sub(LOW_BITS) & !diff & TAG_HIGH_BITS
 }
 
@@ -584,26 +585,32 @@ impl<K, N> Buckets<K, N> {
         hash: u64,
         mut wanted: impl FnMut(Slot<N>) -> bool,
     ) -> Option<(usize, usize, Slot<N>)> {
-        let tag = tag(hash);
+        let tags = LOW_BITS * u64::from(tag(hash));
+        let overflow = overflow_bit(hash);
         let mut at = hash as usize & self.mask;
-        // However the array changed meanwhile, a lookup reads each bucket once at most.
-        for step in 1..=self.buckets.len() {
+        let mut step = 0;
+        loop {
             let bucket = &self.buckets[at];
             let ctrl = bucket.ctrl.load(Ordering::Acquire);
-            let mut matches = matching(ctrl, tag);
+            let mut matches = matching(ctrl, tags);
             while matches != 0 {
                 let slot = matches.trailing_zeros() as usize / 8;
                 matches &= matches - 1;
-                if let Some(found) = bucket.get(ctrl, slot).filter(|&found| wanted(found)) {
-                    return Some((at, slot, found));
+                // A matching tag is never 0, so no need to check the slot is occupied:
+                // it may have been cleared since (null), which `wanted` never sees.
+                let found = bucket.slots[slot].load(Ordering::Acquire);
+                if !found.is_null() && wanted(Slot(found)) {
+                    return Some((at, slot, Slot(found)));
                 }
             }
-            if ctrl & overflow_bit(hash) == 0 {
+            // However the array changed meanwhile, a lookup reads each bucket once at
+            // most (triangular steps visit every bucket once in `mask + 1` steps).
+            if ctrl & overflow == 0 || step == self.mask {
                 return None;
             }
+            step += 1;
             at = (at + step) & self.mask;
         }
-        None
     }
 
     /// How many buckets `hash`'s probe sequence reads to reach bucket `at` (1 for its
@@ -653,12 +660,14 @@ impl<K, N: Keyed<K>> Buckets<K, N> {
     where
         Q: Equivalent<K> + ?Sized,
     {
+        // Only the key is compared: the tags already rule out all but one in 128 other
+        // keys, and the key sits at a fixed offset in the node's first line, where the
+        // stored hash's place depends on the key count (one more dependent load).
         self.probe(hash, |slot| {
-            let (node, idx) = (slot.node(), slot.idx());
             // SAFETY: the slot was published with `Release` and loaded with `Acquire`, so
             // the node is built; the caller is pinned (or holds the lock), and nodes are
             // retired only after their slots are cleared.
-            unsafe { N::hash(node, idx) == hash && key.equivalent(N::key(node, idx)) }
+            key.equivalent(unsafe { N::key(slot.node(), slot.idx()) })
         })
     }
 }
