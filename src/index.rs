@@ -66,14 +66,13 @@
 //!
 //! The index knows nothing about node state: the table decides what a found node means.
 
+use crate::lock::ShardLocks;
 use crate::node::NODE_ALIGN;
 use crate::recycle::{Block, Incoming, Spare};
 use crate::sync::{
-    Atomic, AtomicPtr, AtomicU64, AtomicUsize, Guard, Mutex, MutexGuard, Ordering, Owned,
+    Atomic, AtomicPtr, AtomicU64, AtomicUsize, CellMut, Guard, LockedCell, Ordering, Owned,
 };
-use crate::table::MAX_KEYS;
 use equivalent::Equivalent;
-use std::mem::MaybeUninit;
 use std::ptr;
 
 /// How many shards a table's index has: enough that writers on 2–16 cores rarely meet on
@@ -85,7 +84,10 @@ const SHARD_BITS: u32 = 5;
 const SHARD_BITS: u32 = 1;
 
 const SHARDS: usize = 1 << SHARD_BITS;
-const _: () = assert!(SHARDS <= 64, "LockedShards keeps a bit per shard in a u64");
+const _: () = assert!(
+    SHARDS < 64,
+    "the shard locks are bits of a u64 (see `lock`)"
+);
 
 /// Slots per bucket: seven 8-byte slots and the control word fill one cache line. Under
 /// loom two, so that a second key already grows a shard and a third may overflow.
@@ -186,14 +188,17 @@ impl<N> Slot<N> {
 
 pub(crate) struct Index<K, N> {
     shards: Box<[Shard<K, N>]>,
+    /// One lock bit per shard: writers hold the bits of their keys' shards.
+    locks: ShardLocks,
 }
 
 /// One shard; aligned to its own cache lines so that writers on neighbouring shards do
 /// not slow each other's readers.
 #[repr(align(128))]
 struct Shard<K, N> {
-    /// Writers hold this for every store into `buckets` or the array it points to.
-    writer: Mutex<ShardState>,
+    /// What writers share; they hold the shard's bit in [`Index::locks`] to touch it or
+    /// to store into `buckets` or the array it points to.
+    state: LockedCell<ShardState>,
     buckets: Atomic<Buckets<K, N>>,
     /// See [`ShardWriter::add_objects`]; read without the lock by [`Index::objects`].
     objects: AtomicUsize,
@@ -233,7 +238,7 @@ impl<K, N: Keyed<K>> Index<K, N> {
         let buckets = per_shard.div_ceil(SLOTS).next_power_of_two();
         let shards = (0..SHARDS)
             .map(|_| Shard {
-                writer: Mutex::new(ShardState {
+                state: LockedCell::new(ShardState {
                     len: 0,
                     overflows: 0,
                     spare: Spare::new(),
@@ -243,7 +248,10 @@ impl<K, N: Keyed<K>> Index<K, N> {
                 incoming: Incoming::new(),
             })
             .collect();
-        Index { shards }
+        Index {
+            shards,
+            locks: ShardLocks::new(),
+        }
     }
 
     /// The node linked under `key`, if any; lock-free. The pointer is valid while
@@ -296,8 +304,7 @@ impl<K, N> Index<K, N> {
         self.shards[Self::shard_of(hash)].incoming.push(block);
     }
 
-    /// The shard a hash lives in. Writers that need several shards lock them in
-    /// ascending order of this number.
+    /// The shard a hash lives in: bit `shard_of(hash)` of the shard-lock word.
     #[inline]
     pub(crate) fn shard_of(hash: u64) -> usize {
         (hash >> (u64::BITS - SHARD_BITS)) as usize
@@ -395,7 +402,7 @@ pub(crate) struct ShardWriter<'a, K, N> {
     /// `crossbeam_epoch::unprotected()`: we keep the models honest for one pin per insert
     /// or kill.
     guard: &'a Guard,
-    state: &'a mut ShardState,
+    state: CellMut<'a, ShardState>,
     shard: &'a Shard<K, N>,
 }
 
@@ -672,78 +679,51 @@ impl<K, N: Keyed<K>> Buckets<K, N> {
     }
 }
 
-/// The shards of one node's keys, each locked once, in ascending order, so that two
-/// writers never deadlock and a node whose keys share a shard locks it once. Unlocks
-/// them when dropped.
+/// The shards of one node's keys, all locked at once (see [`crate::lock`]), so a node
+/// whose keys share a shard locks it once and two writers never deadlock. Unlocks them
+/// when dropped.
 pub(crate) struct LockedShards<'a, K, N> {
     index: &'a Index<K, N>,
     /// The pinned guard the writers read under.
     guard: &'a Guard,
-    /// For each shard, where in `locks` its lock is, or `UNLOCKED`.
-    at: [u8; SHARDS],
-    /// The first `count` are held, in ascending order of their shards.
-    locks: [MaybeUninit<MutexGuard<'a, ShardState>>; MAX_KEYS],
-    count: usize,
+    /// Bit `i`: shard `i` is held.
+    set: u64,
 }
 
-/// `LockedShards::at` of a shard that is not locked.
-const UNLOCKED: u8 = u8::MAX;
-
 impl<'a, K, N> LockedShards<'a, K, N> {
-    /// Locks the shards of these key hashes (at most `MAX_KEYS`); the writers read them
-    /// under `guard`.
+    /// Locks the shards of these key hashes; the writers read them under `guard`.
     #[inline]
     pub(crate) fn new(
         index: &'a Index<K, N>,
         hashes: impl Iterator<Item = u64>,
         guard: &'a Guard,
     ) -> Self {
-        let mut locked = LockedShards {
-            index,
-            guard,
-            at: [UNLOCKED; SHARDS],
-            locks: [const { MaybeUninit::uninit() }; MAX_KEYS],
-            count: 0,
-        };
-        let mut wanted: u64 = 0;
-        for hash in hashes {
-            wanted |= 1 << Index::<K, N>::shard_of(hash);
-        }
-        // Ascending shard order: the same for every writer.
-        while wanted != 0 {
-            let shard = wanted.trailing_zeros() as usize;
-            wanted &= wanted - 1;
-            locked.locks[locked.count].write(index.shards[shard].writer.lock());
-            locked.at[shard] = locked.count as u8;
-            locked.count += 1;
-        }
-        locked
+        let set = hashes.fold(0, |set, hash| set | 1 << Index::<K, N>::shard_of(hash));
+        index.locks.lock(set);
+        LockedShards { index, guard, set }
     }
 
     /// The locked shard that `hash` lives in.
     #[inline]
     pub(crate) fn writer(&mut self, hash: u64) -> ShardWriter<'_, K, N> {
-        let shard = Index::<K, N>::shard_of(hash);
-        let at = self.at[shard];
+        let at = Index::<K, N>::shard_of(hash);
         assert!(
-            at != UNLOCKED,
+            self.set & 1 << at != 0,
             "restable: the shard of every key of the node is locked"
         );
-        // SAFETY: `at` is below `count` (set together), so that lock is initialized.
-        let state = unsafe { self.locks[at as usize].assume_init_mut() };
+        let shard = &self.index.shards[at];
         ShardWriter {
             guard: self.guard,
-            state,
-            shard: &self.index.shards[shard],
+            // SAFETY: we hold the shard's lock bit until we are dropped, and `&mut self`
+            // keeps this the only `CellMut` of it while the writer lives.
+            state: unsafe { shard.state.get_mut() },
+            shard,
         }
     }
 }
 
 impl<K, N> Drop for LockedShards<'_, K, N> {
     fn drop(&mut self) {
-        for lock in &mut self.locks[..self.count] {
-            // SAFETY: the first `count` locks are initialized, and dropped only here.
-            unsafe { lock.assume_init_drop() };
-        }
+        self.index.locks.unlock(self.set);
     }
 }

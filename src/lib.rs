@@ -74,9 +74,8 @@
 //!
 //! ## Operations and their linearization points
 //!
-//! - **insert**: lock the index shards of all keys (ascending order, each shard once),
-//!   check that no key
-//!   names a live node (a killed node's leftover slot is unlinked), link one slot per
+//! - **insert**: lock the index shards of all keys (all at once: one CAS on the table's
+//!   shard-lock word, see the `lock` module), check that no key names a live node (a killed node's leftover slot is unlinked), link one slot per
 //!   key, then *store* `OWNED | LIVE` — the linearization point — and unlock. Nothing is
 //!   linked before every check passed, so a failed insert was never visible and hands the
 //!   value back; and since the node is not live until every key is linked, a `get` that
@@ -183,6 +182,7 @@
 //! | `table` | [`ResTable`]: insert, get, kill's index part, iteration |
 //! | `index` | sharded, epoch-protected open-addressed index of one-line buckets: lock-free find, locked link/unlink, growth by copy |
 //! | `node` | the node (one block: header, keys, hashes, value) and its state word; every transition of it |
+//! | `lock` | the shard locks: any set of shards locked and unlocked with one atomic RMW each, parking when contended |
 //! | `recycle` | retired node blocks going back to their shard for reuse |
 //! | `section` | [`ReadSection`]: one epoch pin for a batch of lookups |
 //! | `guard` | [`Owner`], [`Ref`] and [`OwnedRef`], the handles to an object |
@@ -198,6 +198,7 @@ mod drain;
 mod error;
 mod guard;
 mod index;
+mod lock;
 #[cfg(feature = "mana")]
 pub mod mana;
 mod node;

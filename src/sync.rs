@@ -5,7 +5,8 @@
 //! place (the approach of tokio's `loom` module and sharded-slab's `sync.rs`).
 //!
 //! Under loom:
-//! - atomics and the shard lock come from `loom::sync`;
+//! - atomics and the waker registry's lock come from `loom::sync`, and the state the
+//!   shard locks guard lives in loom's `UnsafeCell`, so loom checks the locks' orderings;
 //! - epoch pinning uses a [`crossbeam_epoch::Collector`] created per model execution
 //!   (one handle per loom thread), so that reclamation runs inside the model and a
 //!   use-after-free shows up as a loom failure rather than an abort;
@@ -113,7 +114,7 @@ pub fn collect() {
     }
 }
 
-/// The lock writers take on one shard of the index.
+/// The lock of the async drains' waker registry.
 #[derive(Debug, Default)]
 pub(crate) struct Mutex<T>(
     #[cfg(not(loom))] parking_lot::Mutex<T>,
@@ -125,21 +126,88 @@ pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
 #[cfg(loom)]
 pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
 
+#[cfg(not(loom))]
 impl<T> Mutex<T> {
-    pub(crate) fn new(value: T) -> Self {
-        #[cfg(not(loom))]
-        return Self(parking_lot::Mutex::new(value));
-        #[cfg(loom)]
-        return Self(loom::sync::Mutex::new(value));
+    pub(crate) const fn new(value: T) -> Self {
+        Self(parking_lot::Mutex::new(value))
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+        self.0.lock()
+    }
+}
+
+#[cfg(loom)]
+impl<T> Mutex<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Self(loom::sync::Mutex::new(value))
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+        // A panic while the registry's lock is held leaves it consistent (one push or
+        // one removal), so poisoning carries no information here.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// State that a lock outside the type guards (a shard's, see `lock`): a plain
+/// `UnsafeCell`, or loom's, which checks that the lock really orders every access.
+#[derive(Debug)]
+pub(crate) struct LockedCell<T>(
+    #[cfg(not(loom))] std::cell::UnsafeCell<T>,
+    #[cfg(loom)] loom::cell::UnsafeCell<T>,
+);
+
+// SAFETY: the value is reached only through `get_mut`, whose callers hold the lock that
+// guards the cell (one thread at a time, like a `Mutex`), so sending the value between
+// threads is all that sharing the cell does.
+unsafe impl<T: Send> Sync for LockedCell<T> {}
+
+/// Exclusive access to a [`LockedCell`]'s value.
+pub(crate) struct CellMut<'a, T>(
+    #[cfg(not(loom))] &'a mut T,
+    #[cfg(loom)] loom::cell::MutPtr<T>,
+    #[cfg(loom)] std::marker::PhantomData<&'a mut T>,
+);
+
+impl<T> LockedCell<T> {
+    pub(crate) fn new(value: T) -> Self {
         #[cfg(not(loom))]
-        return self.0.lock();
-        // A panic while a shard lock is held leaves the index consistent (every write is
-        // one pointer store), so poisoning carries no information here.
+        return Self(std::cell::UnsafeCell::new(value));
         #[cfg(loom)]
-        return self.0.lock().unwrap_or_else(|e| e.into_inner());
+        return Self(loom::cell::UnsafeCell::new(value));
+    }
+
+    /// # Safety
+    /// The caller holds the lock that guards this cell, for as long as the result lives,
+    /// and makes no other `CellMut` of it meanwhile.
+    pub(crate) unsafe fn get_mut(&self) -> CellMut<'_, T> {
+        #[cfg(not(loom))]
+        // SAFETY: the caller's contract makes this the only access.
+        return CellMut(unsafe { &mut *self.0.get() });
+        #[cfg(loom)]
+        return CellMut(self.0.get_mut(), std::marker::PhantomData);
+    }
+}
+
+impl<T> std::ops::Deref for CellMut<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        #[cfg(not(loom))]
+        return self.0;
+        // SAFETY: `get_mut`'s contract; loom tracks the access while the `MutPtr` lives.
+        #[cfg(loom)]
+        return unsafe { self.0.deref() };
+    }
+}
+
+impl<T> std::ops::DerefMut for CellMut<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        #[cfg(not(loom))]
+        return self.0;
+        // SAFETY: as above.
+        #[cfg(loom)]
+        return unsafe { self.0.deref() };
     }
 }
 
@@ -167,7 +235,8 @@ pub(crate) fn park(
     {
         use parking_lot_core::{ParkResult, DEFAULT_PARK_TOKEN};
         // SAFETY: `validate` and `timed_out` only touch an atomic and never call into the
-        // parking lot; `key` is the address of a live node, used only as a wait queue id.
+        // parking lot; `key` is the address of a live node (a drainer) or of a table's
+        // shard-lock word (a writer), used only as a wait queue id.
         let result = unsafe {
             parking_lot_core::park(
                 key,
@@ -220,10 +289,10 @@ mod wakers {
     use std::task::Waker;
 
     #[cfg(not(loom))]
-    fn shard(key: usize) -> &'static parking_lot::Mutex<Vec<(usize, Waker)>> {
+    fn shard(key: usize) -> &'static super::Mutex<Vec<(usize, Waker)>> {
         const SHARDS: usize = 16;
-        static LISTS: [parking_lot::Mutex<Vec<(usize, Waker)>>; SHARDS] =
-            [const { parking_lot::Mutex::new(Vec::new()) }; SHARDS];
+        static LISTS: [super::Mutex<Vec<(usize, Waker)>>; SHARDS] =
+            [const { super::Mutex::new(Vec::new()) }; SHARDS];
         // Node addresses are at least 8-aligned; mix the bits above that.
         &LISTS[(key >> 4 ^ key >> 10) % SHARDS]
     }
@@ -269,7 +338,7 @@ mod wakers {
 
 /// Wakes every thread parked on `key`. Touches no memory at `key`: a node may already be
 /// freed when its last holder wakes the drainer.
-fn unpark_all(key: usize) {
+pub(crate) fn unpark_all(key: usize) {
     #[cfg(not(loom))]
     // SAFETY: no callback; `key` is only compared, never dereferenced.
     unsafe {

@@ -462,9 +462,9 @@ fn check_keys<K: Eq + Clone>(keys: &[K]) -> Result<(), (InsertErrorKind, Option<
 }
 
 impl<K: Eq, T> Registry<K, T> {
-    /// Insert's check, under the locks of all its keys' shards (taken in ascending
-    /// order, so two inserts cannot deadlock): returns the position of the first key
-    /// that names a live object, or `None` if all are free.
+    /// Insert's check, under the locks of all its keys' shards (taken all at once, so two
+    /// inserts cannot deadlock): returns the position of the first key that names a live
+    /// object, or `None` if all are free.
     ///
     /// A slot whose node is not live under a held lock can only be a killed node's (a
     /// pending insert holds its locks until it publishes): it is unlinked here, so a key
