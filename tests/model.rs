@@ -5,12 +5,13 @@
 
 mod common;
 
+use common::colliding::Colliding;
 use common::{count, counter, Counted};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use restable::{Dying, InsertErrorKind, Owner, Ref, ResTable};
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::BuildHasher;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,28 +100,6 @@ impl Model {
 
 fn pick<X>(items: &mut Vec<X>, at: &Index) -> Option<X> {
     (!items.is_empty()).then(|| items.swap_remove(at.index(items.len())))
-}
-
-/// Hashes every key to 0: all keys share one shard, one tag and one home bucket, so
-/// past seven live keys lookups run on through overflowing buckets, unlinks clear slots
-/// in the middle of the cluster, and rebuilds happen at every size.
-#[derive(Clone, Default)]
-struct Colliding;
-
-struct CollidingHasher;
-
-impl BuildHasher for Colliding {
-    type Hasher = CollidingHasher;
-    fn build_hasher(&self) -> CollidingHasher {
-        CollidingHasher
-    }
-}
-
-impl Hasher for CollidingHasher {
-    fn write(&mut self, _: &[u8]) {}
-    fn finish(&self) -> u64 {
-        0
-    }
 }
 
 fn run<S: BuildHasher>(ops: Vec<Op>, hasher: S) -> Result<(), TestCaseError> {
@@ -292,6 +271,9 @@ proptest! {
         run(ops, restable::DefaultHashBuilder::default())?;
     }
 
+    /// Every key in one bucket: past seven live keys, lookups run on through overflowing
+    /// buckets, unlinks clear slots in the middle of the cluster, and rebuilds happen at
+    /// every size.
     #[test]
     fn colliding_hashes_match_the_model(ops in prop::collection::vec(op(), 1..80)) {
         run(ops, Colliding)?;

@@ -11,29 +11,12 @@
 mod support;
 
 use loom::sync::Arc;
+#[path = "../../tests/common/colliding.rs"]
+mod colliding;
+
+use colliding::Colliding;
 use restable::ResTable;
-use std::hash::{BuildHasher, Hasher};
 use support::{model, spawn_with, Qp};
-
-/// Hashes every key to 0.
-#[derive(Clone, Default)]
-struct Colliding;
-
-struct ZeroHasher;
-
-impl BuildHasher for Colliding {
-    type Hasher = ZeroHasher;
-    fn build_hasher(&self) -> ZeroHasher {
-        ZeroHasher
-    }
-}
-
-impl Hasher for ZeroHasher {
-    fn write(&mut self, _: &[u8]) {}
-    fn finish(&self) -> u64 {
-        0
-    }
-}
 
 type CollidingTable = ResTable<u32, Qp, Colliding>;
 
