@@ -15,7 +15,7 @@
 //! ```
 //!
 //! - A slot holds a *value*, not a link: the address of a node (aligned to
-//!   [`NODE_ALIGN`](crate::node::NODE_ALIGN)) with the position of one of its keys in the
+//!   [`NODE_ALIGN`]) with the position of one of its keys in the
 //!   low bits. Nothing of the index lives inside the nodes, so an array can be copied
 //!   while readers walk the old one.
 //! - `ctrl` holds a 7-bit tag of each occupied slot's hash (top bit set, so a tag is
@@ -32,8 +32,10 @@
 //!   and its key compared (`Equivalent`). The first equal key is the answer,
 //!   live or not (the table then tries to take a reference). If none matches and the
 //!   bucket's overflow bit for this hash is clear, the key is absent; otherwise the next
-//!   bucket of the sequence is read the same way. A miss reads one line, a hit two (bucket, node).
-//! - **Writers** hold the shard's lock. Linking stores the slot, then the tag (both
+//!   bucket of the sequence is read the same way. A miss reads one line, a hit two
+//!   (bucket, node).
+//! - **Writers** hold the shard's lock (its bit in the index's lock word, see
+//!   [`crate::lock`]). Linking stores the slot, then the tag (both
 //!   `Release`); a reader that sees the tag sees the slot and the node behind it.
 //!   Unlinking clears the tag, then the slot; overflow bits stay until the next rebuild,
 //!   so a reader that started before the unlink never stops early. The slot is free for
@@ -55,12 +57,12 @@
 //!   freed. The grower flushes the deferred free to the epoch's global queue, so it goes
 //!   as soon as the threads pinned at that moment have unpinned.
 //! - **Index memory** of a table of N keys: 64-byte buckets of 7 slots, at most three
-//!   quarters full and at least three eighths after a growth (so 12–25 bytes a key, plus
+//!   quarters full and, after a growth, at least a quarter (so 12–37 bytes a key, plus
 //!   32 shards' first bucket), plus the arrays retired while a reader stayed pinned: the
 //!   growths of one pin add up to less than the current arrays, and same-size rebuilds
 //!   (one per half a shard's buckets of overflows) add one array each.
 //!
-//! A shard also keeps, under the same lock, the count of objects whose first key lives
+//! A shard also keeps, under its lock, the count of objects whose first key lives
 //! there (the table's `len`, without a shared counter) and the node blocks retired from
 //! there, for reuse by its next insert (see `recycle`).
 //!
