@@ -40,6 +40,14 @@ pub type DefaultHashBuilder = foldhash::fast::FixedState;
 /// Once the table and its last `Owner` are gone, everything is freed as the epoch catches
 /// up.
 ///
+/// The index takes 8 bytes a key in 64-byte buckets of seven, at most three quarters
+/// full and, once grown, at least a quarter: 12–37 bytes a key, plus about 8 KiB for an
+/// empty table. It grows by copying, never waiting for readers; each array it replaces
+/// is freed once the threads pinned at that moment (lookups in flight, open
+/// [`ReadSection`](crate::ReadSection)s and iterators) have moved on, so a thread that
+/// stays pinned through a growth spurt keeps those arrays (together less than the
+/// current index) until it unpins.
+///
 /// ```
 /// use restable::ResTable;
 ///
