@@ -584,6 +584,19 @@ impl<K, N> Buckets<K, N> {
         }
     }
 
+    /// `hash`'s probe sequence: its home bucket, then 1, 3, 6, … buckets on. Triangular
+    /// steps visit every bucket of a power-of-two array once in as many steps, so however
+    /// the array changes meanwhile, a walk reads each bucket once at most.
+    #[inline]
+    fn sequence(&self, hash: u64) -> impl Iterator<Item = usize> {
+        let mask = self.mask;
+        let mut at = hash as usize & mask;
+        (0..self.buckets.len()).map(move |step| {
+            at = (at + step) & mask;
+            at
+        })
+    }
+
     /// Walks `hash`'s probe sequence (home bucket, then on while the bucket's overflow bit
     /// for `hash` is set) and returns the first slot whose tag matches and for which
     /// `wanted` holds, with its bucket and position: what every lookup, the writers'
@@ -596,9 +609,7 @@ impl<K, N> Buckets<K, N> {
     ) -> Option<(usize, usize, Slot<N>)> {
         let tags = LOW_BITS * u64::from(tag(hash));
         let overflow = overflow_bit(hash);
-        let mut at = hash as usize & self.mask;
-        let mut step = 0;
-        loop {
+        for at in self.sequence(hash) {
             let bucket = &self.buckets[at];
             let ctrl = bucket.ctrl.load(Ordering::Acquire);
             let mut matches = matching(ctrl, tags);
@@ -612,26 +623,18 @@ impl<K, N> Buckets<K, N> {
                     return Some((at, slot, Slot(found)));
                 }
             }
-            // However the array changed meanwhile, a lookup reads each bucket once at
-            // most (triangular steps visit every bucket once in `mask + 1` steps).
-            if ctrl & overflow == 0 || step == self.mask {
+            if ctrl & overflow == 0 {
                 return None;
             }
-            step += 1;
-            at = (at + step) & self.mask;
         }
+        None
     }
 
     /// How many buckets `hash`'s probe sequence reads to reach bucket `at` (1 for its
     /// home bucket).
     fn probe_len(&self, hash: u64, at: usize) -> usize {
-        let mut from = hash as usize & self.mask;
-        let mut len = 1;
-        while from != at && len <= self.buckets.len() {
-            from = (from + len) & self.mask;
-            len += 1;
-        }
-        len
+        let before = self.sequence(hash).position(|bucket| bucket == at);
+        before.expect("every bucket is on every probe sequence") + 1
     }
 
     /// Places `slot` in the first bucket of `hash`'s probe sequence with a free slot:
@@ -641,11 +644,8 @@ impl<K, N> Buckets<K, N> {
     /// a free slot.
     fn place(&self, hash: u64, slot: Slot<N>, order: Ordering) -> usize {
         let tag = u64::from(tag(hash));
-        let mut at = hash as usize & self.mask;
         let mut overflows = 0;
-        let mut step = 0;
-        loop {
-            step += 1;
+        for at in self.sequence(hash) {
             let bucket = &self.buckets[at];
             let ctrl = bucket.ctrl.load(Ordering::Relaxed);
             if let Some(free) = (0..SLOTS).find(|&i| ctrl >> (8 * i) & 0xff == 0) {
@@ -657,8 +657,8 @@ impl<K, N> Buckets<K, N> {
                 bucket.ctrl.store(ctrl | overflow_bit(hash), order);
                 overflows += 1;
             }
-            at = (at + step) & self.mask;
         }
+        unreachable!("restable: a shard below three quarters full has a free slot")
     }
 }
 
