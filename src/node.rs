@@ -67,10 +67,10 @@ const MAX_REFS: usize = REFS >> 1;
 /// slot in the index finds the state word and (for keys of a few words) the key in the
 /// node's first cache line. The header is two words: the hashes (each key's, so kill
 /// and index growth need no hasher) start right after the keys, where `Layout::extend`
-/// puts them, and are found by computing that offset again. The block is aligned to [`NODE_ALIGN`], so the index can
-/// keep a key's position in the low bits of the node's address. The node is only ever
-/// handled through raw pointers that cover the whole block (from the allocation), so
-/// `&Node` can reach the arrays behind it.
+/// puts them, and are found by computing that offset again. The block is aligned to
+/// [`NODE_ALIGN`], so the index can keep a key's position in the low bits of the node's
+/// address. The node is only ever handled through raw pointers that cover the whole
+/// block (from the allocation), so `&Node` can reach the arrays behind it.
 #[repr(C)]
 pub(crate) struct Node<K, T> {
     state: AtomicUsize,
@@ -315,12 +315,7 @@ impl<K, T> Node<K, T> {
         // SAFETY: `new_in` wrote the value there; it stays until the drain moves it out
         // or the last holder drops it, neither of which can happen while `&self` is held
         // by an owner or a reference holder.
-        unsafe {
-            &*ptr::from_ref(self)
-                .cast::<u8>()
-                .add(self.value_at as usize)
-                .cast()
-        }
+        unsafe { &*Self::value_ptr(self) }
     }
 
     /// Where the value of the node at `node` sits.

@@ -235,7 +235,6 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
             .writer(hashes[0])
             .take_block(Node::<K, T>::layout(keys.len()));
         let node = Node::new_in(block, &mut cloned, hashes, value);
-        // SAFETY: just built; nothing else can see it until it is linked.
         self.registry.link_all(&mut locked, node, Node::publish);
         drop(locked);
         // SAFETY: linked and published: the owner's from now on.
@@ -504,11 +503,11 @@ impl<K: Eq, T> Registry<K, T> {
     /// and returns the position of a key that names a live object now.
     pub(crate) fn revive(&self, node: NonNull<Node<K, T>>) -> Result<(), usize> {
         // SAFETY: the caller (a `Dying`) owns the node, so it stays allocated.
-        let hashes = unsafe { node.as_ref() }.hashes();
+        let this = unsafe { node.as_ref() };
+        let hashes = this.hashes();
         let guard = sync::pin();
         let mut locked = LockedShards::new(&self.index, hashes.iter().copied(), &guard);
-        // SAFETY: as above.
-        if let Some(taken) = self.check_free(&mut locked, unsafe { node.as_ref() }.keys(), hashes) {
+        if let Some(taken) = self.check_free(&mut locked, this.keys(), hashes) {
             return Err(taken);
         }
         self.link_all(&mut locked, node, Node::revive);
