@@ -58,7 +58,7 @@
 //!   as soon as the threads pinned at that moment have unpinned.
 //! - **Index memory** of a table of N keys: 64-byte buckets of 7 slots, at most three
 //!   quarters full and, after a growth, at least a quarter (so 12–37 bytes a key, plus
-//!   32 shards' first bucket), plus the arrays retired while a reader stayed pinned: the
+//!   63 shards' first bucket), plus the arrays retired while a reader stayed pinned: the
 //!   growths of one pin add up to less than the current arrays, and same-size rebuilds
 //!   (one per half a shard's buckets of overflows) add one array each.
 //!
@@ -77,15 +77,15 @@ use crate::sync::{
 use equivalent::Equivalent;
 use std::ptr;
 
-/// How many shards a table's index has: enough that writers on 2–16 cores rarely meet on
-/// one lock. Under loom a small number keeps the models small while still exercising
-/// inserts that lock more than one shard.
+/// How many shards a table's index has: as many as the shard-lock word has bits for
+/// (see `lock`), so that two writers of six-key objects share a shard less than half of
+/// the time. Under loom two keep the models small while still exercising inserts that
+/// lock more than one shard.
 #[cfg(not(loom))]
-const SHARD_BITS: u32 = 5;
+const SHARDS: usize = 63;
 #[cfg(loom)]
-const SHARD_BITS: u32 = 1;
+const SHARDS: usize = 2;
 
-const SHARDS: usize = 1 << SHARD_BITS;
 const _: () = assert!(
     SHARDS < 64,
     "the shard locks are bits of a u64 (see `lock`)"
@@ -309,7 +309,10 @@ impl<K, N> Index<K, N> {
     /// The shard a hash lives in: bit `shard_of(hash)` of the shard-lock word.
     #[inline]
     pub(crate) fn shard_of(hash: u64) -> usize {
-        (hash >> (u64::BITS - SHARD_BITS)) as usize
+        // The top 32 bits scaled to 0..SHARDS (a multiply, not a modulo). Bucket
+        // positions come from the low bits, and tags depend on bits 47-56 of the hash
+        // by a few parts in a million: the shard is independent of both.
+        (((hash >> 32) * SHARDS as u64) >> 32) as usize
     }
 }
 

@@ -34,14 +34,14 @@ pub type DefaultHashBuilder = foldhash::fast::FixedState;
 ///
 /// Memory: an object is one allocation (its value, keys and their hashes). When it is
 /// destroyed, that block waits for the epoch's grace period and then goes back to the
-/// table for the next insert instead of to the allocator; each of the index's 32 shards
+/// table for the next insert instead of to the allocator; each of the index's 63 shards
 /// keeps up to 64 such blocks, and frees the rest. So a table that shrinks keeps a little
 /// memory for later, and a table under steady churn does not call the allocator at all.
 /// Once the table and its last `Owner` are gone, everything is freed as the epoch catches
 /// up.
 ///
 /// The index takes 8 bytes a key in 64-byte buckets of seven, at most three quarters
-/// full and, once grown, at least a quarter: 12–37 bytes a key, plus about 8 KiB for an
+/// full and, once grown, at least a quarter: 12–37 bytes a key, plus about 14 KiB for an
 /// empty table. It grows by copying, never waiting for readers; each array it replaces
 /// is freed once the threads pinned at that moment (lookups in flight, open
 /// [`ReadSection`](crate::ReadSection)s and iterators) have moved on, so a thread that
