@@ -131,18 +131,19 @@ pub(crate) trait Keyed<K> {
     unsafe fn hash(node: *const Self, idx: usize) -> u64;
 }
 
-/// The tag of a hash as `ctrl` stores it: seven bits that neither the shard nor (below
-/// 2^47 buckets) the bucket is picked by, and the top bit set so no tag is 0 (empty).
+/// The tag of a hash as `ctrl` stores it: bits 32-38 of the hash, which pick neither the
+/// bucket (below 2^32 buckets a shard) nor, but for one hash in about ten thousand, the
+/// shard (see [`Index::shard_of`]); the top bit is set so that no tag is 0 (empty).
 #[inline]
 fn tag(hash: u64) -> u8 {
-    0x80 | (hash >> 50) as u8 & 0x7f
+    0x80 | (hash >> 32) as u8 & 0x7f
 }
 
-/// The overflow bit of a hash, within the overflow byte: keys with other bits are not
-/// sent on to the next bucket by this one's overflows.
+/// The overflow bit of a hash (bits 39-41), within the overflow byte: keys with other
+/// bits are not sent on to the next bucket by this one's overflows.
 #[inline]
 fn overflow_bit(hash: u64) -> u64 {
-    1 << (OVERFLOW_SHIFT + (hash >> 47) as u32 % 8)
+    1 << (OVERFLOW_SHIFT + (hash >> 39) as u32 % 8)
 }
 
 /// The top bit of every tag byte of `ctrl` that may equal the tag repeated in every byte
@@ -309,9 +310,9 @@ impl<K, N> Index<K, N> {
     /// The shard a hash lives in: bit `shard_of(hash)` of the shard-lock word.
     #[inline]
     pub(crate) fn shard_of(hash: u64) -> usize {
-        // The top 32 bits scaled to 0..SHARDS (a multiply, not a modulo). Bucket
-        // positions come from the low bits, and tags depend on bits 47-56 of the hash
-        // by a few parts in a million: the shard is independent of both.
+        // The top 32 bits scaled to 0..SHARDS (a multiply, not a modulo): the top
+        // bits decide, and the low ones, where tags and overflow bits come from, move
+        // the result only for hashes next to a boundary between two shards.
         (((hash >> 32) * SHARDS as u64) >> 32) as usize
     }
 }

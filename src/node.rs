@@ -158,6 +158,7 @@ pub(crate) enum Release {
 }
 
 impl<K, T> Node<K, T> {
+    #[inline]
     fn blocks(len: usize) -> Blocks {
         // `len` is at most `MAX_KEYS`, so only key or value types of absurd size overflow.
         let overflow = "restable: node size overflows u32";

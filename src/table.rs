@@ -204,13 +204,10 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     where
         K: Eq + Hash + Clone + Send + 'static,
     {
-        if let Err((kind, key)) = check_keys(keys) {
-            return Err(InsertError::new(kind, key, value));
-        }
-        let mut hashes = [0u64; MAX_KEYS];
-        for (hash, key) in hashes.iter_mut().zip(keys) {
-            *hash = self.hasher.hash_one(key);
-        }
+        let hashes = match check_keys(keys, |key| self.hasher.hash_one(key)) {
+            Ok(hashes) => hashes,
+            Err((kind, key)) => return Err(InsertError::new(kind, key, value)),
+        };
         let hashes = &hashes[..keys.len()];
         // User code (`K::clone`) runs before any lock is taken; if it panics, the clones
         // made so far and `value` are dropped on the way out, and no lock is held.
@@ -452,20 +449,26 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     }
 }
 
-/// Validates a key list: non-empty, at most `MAX_KEYS`, no key twice.
-fn check_keys<K: Eq + Clone>(keys: &[K]) -> Result<(), (InsertErrorKind, Option<K>)> {
+/// Validates a key list (non-empty, at most `MAX_KEYS`, no key twice) and returns the
+/// keys' hashes. Two keys are compared only if their hashes are equal.
+fn check_keys<K: Eq + Clone>(
+    keys: &[K],
+    hash: impl Fn(&K) -> u64,
+) -> Result<[u64; MAX_KEYS], (InsertErrorKind, Option<K>)> {
     if keys.is_empty() {
         return Err((InsertErrorKind::NoKeys, None));
     }
     if keys.len() > MAX_KEYS {
         return Err((InsertErrorKind::TooManyKeys, None));
     }
+    let mut hashes = [0u64; MAX_KEYS];
     for (i, key) in keys.iter().enumerate() {
-        if keys[..i].contains(key) {
+        hashes[i] = hash(key);
+        if (0..i).any(|j| hashes[j] == hashes[i] && keys[j] == *key) {
             return Err((InsertErrorKind::DuplicateKey, Some(key.clone())));
         }
     }
-    Ok(())
+    Ok(hashes)
 }
 
 impl<K: Eq, T> Registry<K, T> {
