@@ -54,13 +54,15 @@
 //!   with one `Release` store and defers freeing the old one to the epoch. Nothing waits:
 //!   readers still on the old array see a frozen copy (liveness is in the nodes, so a
 //!   stale copy is harmless, as above), and the next rebuild does not need the old array
-//!   freed. The grower flushes the deferred free to the epoch's global queue, so it goes
-//!   as soon as the threads pinned at that moment have unpinned.
+//!   freed. The grower flushes the deferred free of an array of 1 KiB or more to the
+//!   epoch's global queue, so it goes as soon as the threads pinned at that moment have
+//!   unpinned; smaller ones wait until the thread has deferred 64 things.
 //! - **Index memory** of a table of N keys: 64-byte buckets of 7 slots, at most three
 //!   quarters full and, after a growth, at least a quarter (so 12–37 bytes a key, plus
 //!   63 shards' first bucket), plus the arrays retired while a reader stayed pinned: the
 //!   growths of one pin add up to less than the current arrays, and same-size rebuilds
-//!   (one per half a shard's buckets of overflows) add one array each.
+//!   (one per half a shard's buckets of overflows) add one array each; plus at most
+//!   64 KiB of arrays under 1 KiB per writing thread, waiting in its bag.
 //!
 //! A shard also keeps, under its lock, the count of objects whose first key lives
 //! there (the table's `len`, without a shared counter) and the node blocks retired from
@@ -110,6 +112,11 @@ const TAG_HIGH_BITS: u64 = 0x8080_8080_8080_8080 & ((1 << (8 * SLOTS)) - 1);
 
 /// The low bits of a slot value that hold the key's position in its node.
 const KEY_BITS: usize = NODE_ALIGN - 1;
+
+/// A rebuild that retires an array of at least this many bytes hands it to the epoch's
+/// global queue at once; smaller ones wait in the thread's bag of deferred work, which
+/// holds at most 64 items (so at most 64 KiB of them).
+const FLUSH_BYTES: usize = 1024;
 
 /// A rebuild is due when an insert would fill more than this share of a shard's slots.
 const LOAD_NUM: usize = 3;
@@ -479,6 +486,7 @@ impl<K, N: Keyed<K>> ShardWriter<'_, K, N> {
     fn rebuild(&mut self, len: usize) {
         let guard = self.guard;
         let old = self.buckets();
+        let old_bytes = size_of_val(&*old.buckets);
         let new = Buckets::<K, N>::new(len);
         let mut overflows = 0;
         for bucket in old.buckets.iter() {
@@ -498,8 +506,11 @@ impl<K, N: Keyed<K>> ShardWriter<'_, K, N> {
         unsafe { guard.defer_destroy(old) };
         // Deferred work waits in this thread's bag until 64 items fill it, and an
         // insert-only workload defers nothing else: flushed, the array goes as soon as
-        // the epoch moves on, which lookups and writers drive.
-        guard.flush();
+        // the epoch moves on, which lookups and writers drive. A flush costs about as
+        // much as copying a 1 KiB array, so smaller arrays wait for the bag to fill.
+        if old_bytes >= FLUSH_BYTES {
+            guard.flush();
+        }
     }
 }
 

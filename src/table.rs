@@ -46,7 +46,8 @@ pub type DefaultHashBuilder = foldhash::fast::FixedState;
 /// is freed once the threads pinned at that moment (lookups in flight, open
 /// [`ReadSection`](crate::ReadSection)s and iterators) have moved on, so a thread that
 /// stays pinned through a growth spurt keeps those arrays (together less than the
-/// current index) until it unpins.
+/// current index) until it unpins. Arrays under 1 KiB wait, besides, until the growing
+/// thread has retired 64 things (at most 64 KiB a thread).
 ///
 /// ```
 /// use restable::ResTable;
