@@ -69,8 +69,11 @@ const MAX_REFS: usize = REFS >> 1;
 /// and index growth need no hasher) start right after the keys, where `Layout::extend`
 /// puts them, and are found by computing that offset again. The block is aligned to
 /// [`NODE_ALIGN`], so the index can keep a key's position in the low bits of the node's
-/// address. The node is only ever handled through raw pointers that cover the whole
-/// block (from the allocation), so `&Node` can reach the arrays behind it.
+/// address. The block's size is not rounded up to that alignment (the allocator
+/// rounds as it needs): a node of one `u64` key and a `u64` value takes 40 bytes, a
+/// 48-byte chunk for glibc's `malloc`, where rounding made it 64. The node is only ever
+/// handled through raw pointers that cover the whole block (from the allocation), so
+/// `&Node` can reach the arrays behind it.
 #[repr(C)]
 pub(crate) struct Node<K, T> {
     state: AtomicUsize,
@@ -170,7 +173,6 @@ impl<K, T> Node<K, T> {
             .extend(Layout::array::<u64>(len).expect(overflow))
             .expect(overflow);
         let (layout, value) = layout.extend(Layout::new::<T>()).expect(overflow);
-        let layout = layout.pad_to_align();
         assert!(u32::try_from(layout.size()).is_ok(), "{overflow}");
         Blocks {
             layout,
