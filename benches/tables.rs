@@ -286,14 +286,15 @@ fn grow<I: Impl>(group: &mut BenchmarkGroup<'_, WallTime>, n: u64, label: &str, 
 }
 
 // (6) insert under six keys + kill_and_drain, no reference out.
-/// (6b) The same cycle on two threads at once, on disjoint keys: writers that do not
-/// share keys should not wait for each other. ns per cycle per thread.
-fn cycle6_two_writers<I: Impl>(group: &mut BenchmarkGroup<'_, WallTime>) {
-    let table = I::with_capacity(2 * 64 * 6);
+/// (6b, 6c) The same cycle on two threads at once, on disjoint keys, `keys` keys an
+/// object: writers that do not share keys should not wait for each other. ns per cycle
+/// per thread.
+fn cycle_two_writers<I: Impl>(group: &mut BenchmarkGroup<'_, WallTime>, keys: u64) {
+    let table = I::with_capacity(2 * 64 * keys as usize);
     let keysets: Vec<Vec<Vec<Key>>> = (0..2u64)
         .map(|t| {
             (0..64u64)
-                .map(|i| (0..6).map(|k| key(t * 1_000 + i, k)).collect())
+                .map(|i| (0..keys).map(|k| key(t * 1_000 + i, k)).collect())
                 .collect()
         })
         .collect();
@@ -428,7 +429,10 @@ fn benches(c: &mut Criterion) {
     for_each_impl!(cycle6(&mut group));
     group.finish();
     let mut group = c.benchmark_group("6b_insert6_kill_drain_two_writers");
-    for_each_impl!(cycle6_two_writers(&mut group));
+    for_each_impl!(cycle_two_writers(&mut group, 6));
+    group.finish();
+    let mut group = c.benchmark_group("6c_insert1_kill_drain_two_writers");
+    for_each_impl!(cycle_two_writers(&mut group, 1));
     group.finish();
 
     for (name, reader) in [
