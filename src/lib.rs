@@ -75,13 +75,15 @@
 //! ## Operations and their linearization points
 //!
 //! - **insert**: lock the index shards of all keys (all at once: one CAS on the table's
-//!   shard-lock word, see the `lock` module), check that no key names a live node (a killed node's leftover slot is unlinked), link one slot per
+//!   shard-lock word, see the `lock` module), check that no key names a live node (a
+//!   killed node's leftover slot is unlinked), link one slot per
 //!   key, then *store* `OWNED | LIVE` — the linearization point — and unlock. Nothing is
 //!   linked before every check passed, so a failed insert was never visible and hands the
 //!   value back; and since the node is not live until every key is linked, a `get` that
 //!   succeeds on one key implies all keys resolve.
 //! - **get**: pin the epoch (inside a [`ReadSection`] a nested pin, which only bumps a
-//!   counter), hash, walk one chain of one shard, and on a key match CAS
+//!   counter), hash, probe one shard's buckets (the home bucket, and further only
+//!   while its overflow bit for the hash is set), and on a key match CAS
 //!   `refs + 1` into the word if `LIVE` is set — the successful CAS is the linearization
 //!   point. No lock, no wait on a writer (a CAS retries only because another thread
 //!   changed the word), no allocation.
@@ -143,7 +145,9 @@
 //! after all its slots are cleared, by whoever finishes with it last: the drain (after
 //! moving the value out), or — if the owner was dropped — the last put or the
 //! owner's drop. Retired nodes and replaced bucket arrays are handed to the collector,
-//! which runs their disposal once every thread pinned at that time has unpinned. A node's
+//! which runs their disposal once every thread pinned at that time has unpinned (the
+//! collector advances when some thread collects: on every 128th outermost pin of a
+//! thread, and on every fourth [`ReadSection::refresh`]). A node's
 //! block then goes back to the index shard of its first key, and that shard's next insert
 //! builds its node in it (see `recycle`): the collector usually runs on a reader, and
 //! handing it a lock-free push instead of a cross-thread `free` keeps readers clear of
