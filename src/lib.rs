@@ -76,17 +76,17 @@
 //!
 //! - **insert**: lock the index shards of all keys (all at once: one CAS on the table's
 //!   shard-lock word, see the `lock` module), check that no key names a live node (a
-//!   killed node's leftover slot is unlinked), link one slot per
-//!   key, then *store* `OWNED | LIVE` — the linearization point — and unlock. Nothing is
-//!   linked before every check passed, so a failed insert was never visible and hands the
-//!   value back; and since the node is not live until every key is linked, a `get` that
-//!   succeeds on one key implies all keys resolve.
+//!   killed node's leftover slot is unlinked), link one slot per key, then *store*
+//!   `OWNED | LIVE` — the linearization point — and unlock. Nothing is linked before
+//!   every check passed, so a failed insert was never visible and hands the value back;
+//!   and since the node is not live until every key is linked, a `get` that succeeds on
+//!   one key implies all keys resolve.
 //! - **get**: pin the epoch (inside a [`ReadSection`] a nested pin, which only bumps a
-//!   counter), hash, probe one shard's buckets (the home bucket, and further only
-//!   while its overflow bit for the hash is set), and on a key match CAS
-//!   `refs + 1` into the word if `LIVE` is set — the successful CAS is the linearization
-//!   point. No lock, no wait on a writer (a CAS retries only because another thread
-//!   changed the word), no allocation.
+//!   counter), hash, probe one shard's buckets (the home bucket, and further only while
+//!   its overflow bit for the hash is set), and on a key match CAS `refs + 1` into the
+//!   word if `LIVE` is set — the successful CAS is the linearization point. No lock, no
+//!   wait on a writer (a CAS retries only because another thread changed the word), no
+//!   allocation.
 //! - **put** (dropping a [`Ref`]): `fetch_sub`. If that was the last reference and
 //!   `PARKED` is set, wake the drainer; if `OWNED` is clear, drop the value and free the
 //!   node.
