@@ -171,13 +171,15 @@
 //! | --- | --- | --- |
 //! | `K: Hash` | in `insert`/`get`, before any lock | the call unwinds; nothing changed |
 //! | `K: Clone` | in `insert`, before any lock (the table keeps clones of the keys) | the clones so far and the value are dropped; nothing changed |
-//! | `K: Eq` | in `get`, and in `insert` **under its shard locks** | the locks are released, then the clones and the value dropped |
+//! | `K: Eq` | in `get`; in `insert` before any lock (between keys of the insert whose hashes are equal, to refuse a key given twice) and **under its shard locks** | before the locks, as for `K: Clone`; under them, the locks are released, then the clones and the value dropped |
 //! | `T: Drop` | where the last of `Owner`/`Dying`/`Ref` goes, never under a lock | the node is still retired (nothing leaks); the panic goes on |
 //! | `K: Drop` | when a retired node is freed, in the epoch's collector on whichever thread collects | contained: reported by the panic hook, the rest of that key array and of the collector's garbage is still freed, and the unrelated call that happened to collect goes on |
 //!
 //! So `K::eq` is the only user code that runs under a shard lock: a key's `Eq` must not
 //! use the table it is a key of. `T::drop` may use the table freely. A panic while
-//! already panicking aborts, as everywhere in Rust.
+//! already panicking aborts, as everywhere in Rust. As in a `HashMap`, keys that are
+//! equal must hash equally; if they do not, lookups may miss and a key given twice to one
+//! insert may go unnoticed — wrong answers, never undefined behaviour.
 //!
 //! # Modules
 //!
