@@ -182,18 +182,14 @@ impl<K, T> Node<K, T> {
         }
     }
 
-    /// The layout of the block of a node with `len` keys.
-    pub(crate) fn layout(len: usize) -> Layout {
-        Self::blocks(len).layout
-    }
-
     /// A node that is owned but not yet live (no `get` can take a reference to it);
-    /// `hashes[i]` is key `i`'s hash. It is built in `block` (a recycled block with
-    /// `layout(keys.len())`) or in a new allocation, in place: `value` is written straight
-    /// into the block, never into a `Node` on the stack first, so a large `T` costs no
-    /// extra stack copy. Runs no user code.
+    /// `hashes[i]` is key `i`'s hash. It is built in the block `reuse` returns for the
+    /// node's layout (a recycled block of exactly that layout) or, if it returns none, in
+    /// a new allocation, in place: `value` is written straight into the block, never into
+    /// a `Node` on the stack first, so a large `T` costs no extra stack copy. Runs no user
+    /// code.
     pub(crate) fn new_in(
-        block: Option<NonNull<u8>>,
+        reuse: impl FnOnce(Layout) -> Option<NonNull<u8>>,
         keys: &mut ClonedKeys<K>,
         hashes: &[u64],
         value: T,
@@ -201,7 +197,7 @@ impl<K, T> Node<K, T> {
         let len = keys.len;
         debug_assert_eq!(len, hashes.len());
         let blocks = Self::blocks(len);
-        let base = block.unwrap_or_else(|| {
+        let base = reuse(blocks.layout).unwrap_or_else(|| {
             // SAFETY: the layout is never zero-sized (the header holds the state word).
             let base = unsafe { alloc::alloc(blocks.layout) };
             NonNull::new(base).unwrap_or_else(|| alloc::handle_alloc_error(blocks.layout))
@@ -629,7 +625,7 @@ mod tests {
     impl<T> Owned<T> {
         fn new(keys: &[u32], value: T) -> Self {
             Owned(Node::new_in(
-                None,
+                |_| None,
                 &mut ClonedKeys::new(keys),
                 &vec![0; keys.len()],
                 value,

@@ -229,10 +229,12 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
             ));
         }
         // The node's home shard is its first key's (see `Node::home`).
-        let block = locked
-            .writer(hashes[0])
-            .take_block(Node::<K, T>::layout(keys.len()));
-        let node = Node::new_in(block, &mut cloned, hashes, value);
+        let node = Node::new_in(
+            |layout| locked.writer(hashes[0]).take_block(layout),
+            &mut cloned,
+            hashes,
+            value,
+        );
         self.registry.link_all(&mut locked, node, Node::publish);
         drop(locked);
         // SAFETY: linked and published: the owner's from now on.
