@@ -159,6 +159,12 @@ fn overflow_bit(hash: u64) -> u64 {
     1 << (OVERFLOW_SHIFT + (hash >> 39) as u32 % 8)
 }
 
+/// The byte of `ctrl` that holds slot `at`'s tag (0: the slot is free).
+#[inline]
+fn tag_byte(at: usize) -> u64 {
+    0xff << (8 * at)
+}
+
 /// The top bit of every tag byte of `ctrl` that may equal the tag repeated in every byte
 /// of `tags` (false positives only after a true match, from the borrow; the key
 /// comparison settles them).
@@ -451,9 +457,7 @@ impl<K, N: Keyed<K>> ShardWriter<'_, K, N> {
         // The tag first: a reader that still sees it loads the slot, and finds either
         // this node (dead by now, or about to be) or null.
         let ctrl = bucket.ctrl.load(Ordering::Relaxed);
-        bucket
-            .ctrl
-            .store(ctrl & !(0xff << (8 * at)), Ordering::Release);
+        bucket.ctrl.store(ctrl & !tag_byte(at), Ordering::Release);
         bucket.slots[at].store(ptr::null_mut(), Ordering::Release);
         self.state.len -= 1;
         true
@@ -581,7 +585,7 @@ impl<N> Bucket<N> {
     /// it is not cleared since.
     #[inline]
     fn get(&self, ctrl: u64, at: usize) -> Option<Slot<N>> {
-        if ctrl >> (8 * at) & 0xff == 0 {
+        if ctrl & tag_byte(at) == 0 {
             return None;
         }
         let slot = self.slots[at].load(Ordering::Acquire);
@@ -669,7 +673,7 @@ impl<K, N> Buckets<K, N> {
         for at in self.sequence(hash) {
             let bucket = &self.buckets[at];
             let ctrl = bucket.ctrl.load(Ordering::Relaxed);
-            if let Some(free) = (0..SLOTS).find(|&i| ctrl >> (8 * i) & 0xff == 0) {
+            if let Some(free) = (0..SLOTS).find(|&i| ctrl & tag_byte(i) == 0) {
                 bucket.slots[free].store(slot.0, order);
                 bucket.ctrl.store(ctrl | tag << (8 * free), order);
                 return overflows;
