@@ -20,7 +20,7 @@ use crate::sync::{self, AtomicUsize, Ordering, Parked};
 use crate::table::MAX_KEYS;
 use std::alloc::{self, Layout};
 use std::marker::PhantomData;
-use std::mem::MaybeUninit;
+use std::mem::{align_of, size_of, MaybeUninit};
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::{self, NonNull};
 use std::time::Instant;
@@ -66,8 +66,8 @@ const MAX_REFS: usize = REFS >> 1;
 /// so an insert allocates once and a kill frees once, and a lookup that finds a key's
 /// slot in the index finds the state word and (for keys of a few words) the key in the
 /// node's first cache line. The header is two words: the hashes (each key's, so kill
-/// and index growth need no hasher) start right after the keys, where `Layout::extend`
-/// puts them, and are found by computing that offset again. The block is aligned to
+/// and index growth need no hasher) start right after the keys, and are found by
+/// computing that offset again from the key count ([`Node::hashes_at`]). The block is aligned to
 /// [`NODE_ALIGN`], so the index can keep a key's position in the low bits of the node's
 /// address. The block's size is not rounded up to that alignment (the allocator
 /// rounds as it needs): a node of one `u64` key and a `u64` value takes 40 bytes, a
@@ -88,14 +88,6 @@ pub(crate) struct Node<K, T> {
 /// The alignment of every node block: the index stores a key's position (below
 /// `MAX_KEYS`) in the low bits of its node's address.
 pub(crate) const NODE_ALIGN: usize = MAX_KEYS;
-
-/// Where the arrays sit in a node's block, for a given number of keys.
-struct Blocks {
-    layout: Layout,
-    keys: usize,
-    hashes: usize,
-    value: usize,
-}
 
 /// An insert's own clones of its keys, made before it takes any shard lock: `K::clone`
 /// is user code, which may panic or block, and must not run under a lock. Moved into the
@@ -161,25 +153,86 @@ pub(crate) enum Release {
 }
 
 impl<K, T> Node<K, T> {
-    #[inline]
-    fn blocks(len: usize) -> Blocks {
-        // `len` is at most `MAX_KEYS`, so only key or value types of absurd size overflow.
-        let overflow = "restable: node size overflows u32";
-        let header = Layout::new::<Self>().align_to(NODE_ALIGN).expect(overflow);
-        let (layout, keys) = header
-            .extend(Layout::array::<K>(len).expect(overflow))
-            .expect(overflow);
-        let (layout, hashes) = layout
-            .extend(Layout::array::<u64>(len).expect(overflow))
-            .expect(overflow);
-        let (layout, value) = layout.extend(Layout::new::<T>()).expect(overflow);
-        assert!(u32::try_from(layout.size()).is_ok(), "{overflow}");
-        Blocks {
-            layout,
-            keys,
-            hashes,
-            value,
+    /// The block's alignment: the header's, raised to [`NODE_ALIGN`], and the arrays'.
+    const ALIGN: usize = {
+        // Neither `Ord::max` nor `for` work in a `const` yet.
+        let aligns = [
+            align_of::<Self>(),
+            align_of::<K>(),
+            align_of::<u64>(),
+            align_of::<T>(),
+        ];
+        let (mut align, mut i) = (NODE_ALIGN, 0);
+        while i < aligns.len() {
+            if aligns[i] > align {
+                align = aligns[i];
+            }
+            i += 1;
         }
+        align
+    };
+
+    /// Whether the block of a node with `MAX_KEYS` keys, the largest there is, has a size
+    /// that fits the `u32` offsets of the header (and, rounded up to [`Node::ALIGN`], a
+    /// `Layout`). Evaluated once per type, at compile time; false only for key or value
+    /// types of absurd size.
+    const FITS: bool = match Self::end_checked(MAX_KEYS) {
+        Some(size) => size <= u32::MAX as usize && size <= isize::MAX as usize - (Self::ALIGN - 1),
+        None => false,
+    };
+
+    /// Where the keys start: right after the header, rounded up to `K`'s alignment.
+    #[inline]
+    const fn keys_at() -> usize {
+        size_of::<Self>().next_multiple_of(align_of::<K>())
+    }
+
+    /// Where the hashes of a node with `len` keys start: after the keys, rounded up to a
+    /// `u64`'s alignment.
+    #[inline]
+    const fn hashes_at(len: usize) -> usize {
+        (Self::keys_at() + len * size_of::<K>()).next_multiple_of(align_of::<u64>())
+    }
+
+    /// Where the value of a node with `len` keys starts: after the hashes, rounded up to
+    /// `T`'s alignment.
+    #[inline]
+    const fn value_at(len: usize) -> usize {
+        (Self::hashes_at(len) + len * size_of::<u64>()).next_multiple_of(align_of::<T>())
+    }
+
+    /// The end of the value of a node with `len` keys (the block's size), `None` if the
+    /// arithmetic overflows: [`Node::FITS`]'s check of the offsets above.
+    const fn end_checked(len: usize) -> Option<usize> {
+        let Some(keys) = len.checked_mul(size_of::<K>()) else {
+            return None;
+        };
+        let Some(keys_end) = Self::keys_at().checked_add(keys) else {
+            return None;
+        };
+        let Some(hashes) = keys_end.checked_next_multiple_of(align_of::<u64>()) else {
+            return None;
+        };
+        let Some(hashes_end) = hashes.checked_add(len * size_of::<u64>()) else {
+            return None;
+        };
+        let Some(value) = hashes_end.checked_next_multiple_of(align_of::<T>()) else {
+            return None;
+        };
+        value.checked_add(size_of::<T>())
+    }
+
+    /// The layout of the block of a node with `len` keys (at most `MAX_KEYS`). Plain
+    /// arithmetic on constants of the types, so it costs a few instructions: the
+    /// overflow checks were done once, in [`Node::FITS`].
+    #[inline]
+    fn layout(len: usize) -> Layout {
+        assert!(Self::FITS, "restable: node size overflows u32");
+        debug_assert!(len <= MAX_KEYS);
+        let size = Self::value_at(len) + size_of::<T>();
+        // SAFETY: `ALIGN` is a power of two (the largest of several), and `FITS` (checked
+        // above, for the largest `len`) bounds `size` rounded up to it by `isize::MAX`.
+        unsafe { Layout::from_size_align_unchecked(size, Self::ALIGN) }
     }
 
     /// A node that is owned but not yet live (no `get` can take a reference to it);
@@ -196,28 +249,28 @@ impl<K, T> Node<K, T> {
     ) -> NonNull<Self> {
         let len = keys.len;
         debug_assert_eq!(len, hashes.len());
-        let blocks = Self::blocks(len);
-        let base = reuse(blocks.layout).unwrap_or_else(|| {
+        let layout = Self::layout(len);
+        let base = reuse(layout).unwrap_or_else(|| {
             // SAFETY: the layout is never zero-sized (the header holds the state word).
-            let base = unsafe { alloc::alloc(blocks.layout) };
-            NonNull::new(base).unwrap_or_else(|| alloc::handle_alloc_error(blocks.layout))
+            let base = unsafe { alloc::alloc(layout) };
+            NonNull::new(base).unwrap_or_else(|| alloc::handle_alloc_error(layout))
         });
         let node = base.cast::<Self>();
-        // SAFETY: every offset lies inside the block, as `blocks` computed them, and
-        // fits a `u32` (checked there); every field and array slot written below is
+        // SAFETY: every offset lies inside the block, whose size `layout` computed from
+        // them, and fits a `u32` (`FITS`, checked there); every field and array slot written below is
         // inside the block and not yet written. The keys are moved (copied, and `keys`
         // emptied), so they are owned once.
         unsafe {
-            let at_keys = base.add(blocks.keys).cast::<K>();
-            let at_hashes = base.add(blocks.hashes).cast::<u64>();
+            let at_keys = base.add(Self::keys_at()).cast::<K>();
+            let at_hashes = base.add(Self::hashes_at(len)).cast::<u64>();
             ptr::copy_nonoverlapping(keys.keys.as_ptr().cast::<K>(), at_keys.as_ptr(), len);
             keys.len = 0;
             ptr::copy_nonoverlapping(hashes.as_ptr(), at_hashes.as_ptr(), len);
-            base.add(blocks.value).cast::<T>().write(value);
+            base.add(Self::value_at(len)).cast::<T>().write(value);
             node.write(Node {
                 state: AtomicUsize::new(OWNED),
                 len: len as u32,
-                value_at: blocks.value as u32,
+                value_at: Self::value_at(len) as u32,
                 _owns: PhantomData,
             });
             debug_assert_eq!(Self::keys_ptr(node.as_ptr()), at_keys.as_ptr());
@@ -256,7 +309,7 @@ impl<K, T> Node<K, T> {
             ptr::drop_in_place(node);
             Block {
                 ptr: NonNull::new_unchecked(node.cast()),
-                layout: Self::blocks(len).layout,
+                layout: Self::layout(len),
             }
         }
     }
@@ -268,15 +321,8 @@ impl<K, T> Node<K, T> {
     /// `node` came from `new_in`.
     #[inline]
     unsafe fn keys_ptr(node: *const Self) -> *const K {
-        // SAFETY: `blocks` puts the keys there, inside the block.
+        // SAFETY: `new_in` puts the keys there, inside the block.
         unsafe { node.cast::<u8>().add(Self::keys_at()).cast() }
-    }
-
-    /// Where the keys start: right after the header, rounded up to `K`'s alignment, as
-    /// `Layout::extend` computes it in `blocks`.
-    #[inline]
-    fn keys_at() -> usize {
-        std::mem::size_of::<Self>().next_multiple_of(std::mem::align_of::<K>())
     }
 
     pub(crate) fn keys(&self) -> &[K] {
@@ -295,12 +341,11 @@ impl<K, T> Node<K, T> {
     #[inline]
     unsafe fn hashes_ptr(node: *const Self) -> *const u64 {
         // SAFETY: the caller's contract; `len` is written once, before the node is
-        // shared, and never again. The offset is the one `blocks` got from
-        // `Layout::extend`: the end of the keys, rounded up to a `u64`'s alignment.
+        // shared, and never again, and `new_in` put the hashes at this offset.
         unsafe {
-            let keys_end = Self::keys_at() + (*node).len as usize * std::mem::size_of::<K>();
-            let at = keys_end.next_multiple_of(std::mem::align_of::<u64>());
-            node.cast::<u8>().add(at).cast()
+            node.cast::<u8>()
+                .add(Self::hashes_at((*node).len as usize))
+                .cast()
         }
     }
 
@@ -667,6 +712,53 @@ mod tests {
                 drop_value(self.ptr());
                 Node::free(self.0.as_ptr());
             }
+        }
+    }
+
+    /// What `Layout::extend` makes of a node's parts: the reference `Node::layout`'s
+    /// arithmetic must agree with, since a recycled block is reused only for the very
+    /// layout it was allocated with.
+    fn extended<K, T>(len: usize) -> (Layout, usize, usize) {
+        let header = Layout::new::<Node<K, T>>().align_to(NODE_ALIGN).unwrap();
+        let (layout, _) = header.extend(Layout::array::<K>(len).unwrap()).unwrap();
+        let (layout, hashes) = layout.extend(Layout::array::<u64>(len).unwrap()).unwrap();
+        let (layout, value) = layout.extend(Layout::new::<T>()).unwrap();
+        (layout, hashes, value)
+    }
+
+    fn layout_agrees<K, T>() {
+        for len in 1..=MAX_KEYS {
+            let (layout, hashes, value) = extended::<K, T>(len);
+            assert_eq!(Node::<K, T>::layout(len), layout, "{len} keys");
+            assert_eq!(Node::<K, T>::hashes_at(len), hashes, "{len} keys");
+            assert_eq!(Node::<K, T>::value_at(len), value, "{len} keys");
+        }
+    }
+
+    #[test]
+    fn layout_is_what_layout_extend_makes() {
+        #[repr(align(64))]
+        struct Wide(#[allow(dead_code)] u8);
+        layout_agrees::<u64, u64>();
+        layout_agrees::<u8, u8>();
+        layout_agrees::<u16, ()>();
+        layout_agrees::<(u8, u32, u8), String>();
+        layout_agrees::<Wide, u8>();
+        layout_agrees::<u8, Wide>();
+        layout_agrees::<[u8; 3], [u8; 5]>();
+        layout_agrees::<String, Vec<u8>>();
+        assert_eq!(Node::<u64, u64>::layout(1).size(), 40);
+    }
+
+    #[test]
+    fn absurd_key_sizes_do_not_fit() {
+        const {
+            assert!(Node::<[u8; 1 << 20], u8>::FITS);
+            assert!(
+                !Node::<[u8; 1 << 28], u8>::FITS,
+                "16 keys of 256 MiB overflow u32"
+            );
+            assert!(!Node::<u8, [u8; 1 << 32]>::FITS);
         }
     }
 
