@@ -1,6 +1,8 @@
 //! The index: key → node, read without locks, written under per-shard locks.
 //!
-//! Keys are spread over a fixed number of shards by the top bits of their hash. A shard
+//! Keys are spread over a fixed number of shards by the top bits of their hash (the
+//! hasher's output folded through [`spread`] first, so that its bit fields are
+//! independent whatever the hasher). A shard
 //! owns one epoch-protected array of one-cache-line buckets, open-addressed:
 //!
 //! ```text
@@ -142,6 +144,21 @@ pub(crate) trait Keyed<K> {
     /// # Safety
     /// As for [`Keyed::key`].
     unsafe fn hash(node: *const Self, idx: usize) -> u64;
+}
+
+/// What the index makes of a key's hash before it takes bits from it: the two halves of
+/// its product with an odd constant, folded together, so that every bit of the result
+/// depends on every bit of the hash. The index takes several independent fields from
+/// one hash (the shard from the top bits, the tag and overflow bit from the middle, the
+/// bucket from the bottom); a hasher whose output is good only as a whole — foldhash's
+/// fast hasher with one seed in a few hundred, or an identity hasher on integer IDs —
+/// otherwise leaves those fields correlated, and keys pile up in a few buckets or
+/// shards.
+#[inline]
+pub(crate) fn spread(hash: u64) -> u64 {
+    const ODD: u128 = 0x9e37_79b9_7f4a_7c15;
+    let product = u128::from(hash) * ODD;
+    (product >> 64) as u64 ^ product as u64
 }
 
 /// The tag of a hash as `ctrl` stores it: bits 32-38 of the hash, which pick neither the
@@ -302,22 +319,26 @@ impl<K, N: Keyed<K>> Index<K, N> {
             .fold(0, usize::wrapping_add)
     }
 
-    /// The index's shape right now: how many buckets and keys its shards have, and the
-    /// most buckets a lookup of a present key reads. Exact when no writer runs.
+    /// The index's shape right now: how many buckets and keys its shards have, the most
+    /// buckets a lookup of a present key reads, and the most keys in one shard. Exact
+    /// when no writer runs.
     pub(crate) fn stats(&self, guard: &Guard) -> IndexStats {
         let mut stats = IndexStats::default();
         for array in &self.arrays {
             // SAFETY: published with `Release`, retired only through the epoch.
             let buckets = unsafe { array.load(Ordering::Acquire, guard).deref() };
             stats.buckets += buckets.buckets.len();
+            let mut entries = 0;
             for (at, bucket) in buckets.buckets.iter().enumerate() {
                 for slot in bucket.occupied() {
                     // SAFETY: pinned, and found in the index.
                     let hash = unsafe { N::hash(slot.node(), slot.idx()) };
-                    stats.entries += 1;
+                    entries += 1;
                     stats.longest_probe = stats.longest_probe.max(buckets.probe_len(hash, at));
                 }
             }
+            stats.entries += entries;
+            stats.largest_shard = stats.largest_shard.max(entries);
         }
         stats
     }
@@ -352,6 +373,9 @@ pub struct IndexStats {
     pub entries: usize,
     /// The most buckets a lookup of a linked key reads (1: every key in its home bucket).
     pub longest_probe: usize,
+    /// The most keys linked in one of the 63 shards (each has its own lock and array):
+    /// about `entries / 63` when the hashes spread well.
+    pub largest_shard: usize,
 }
 
 /// A position in a walk over every slot of an index, kept across calls without

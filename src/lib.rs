@@ -179,7 +179,10 @@
 //! use the table it is a key of. `T::drop` may use the table freely. A panic while
 //! already panicking aborts, as everywhere in Rust. As in a `HashMap`, keys that are
 //! equal must hash equally; if they do not, lookups may miss and a key given twice to one
-//! insert may go unnoticed — wrong answers, never undefined behaviour.
+//! insert may go unnoticed — wrong answers, never undefined behaviour. The hash need not
+//! be well mixed: the table folds it through a multiply before slicing it into shard,
+//! bucket and tag, so an identity hasher on integer IDs spreads keys as well as the
+//! default one.
 //!
 //! # Modules
 //!

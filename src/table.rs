@@ -3,7 +3,7 @@
 use crate::drain::Dying;
 use crate::error::{InsertError, InsertErrorKind};
 use crate::guard::{OwnedRef, Owner, Ref};
-use crate::index::{Index, LockedShards, Slot};
+use crate::index::{self, Index, LockedShards, Slot};
 use crate::node::{self, ClonedKeys, Node};
 use crate::sync::{self, Arc, AtomicBool, Guard, Ordering};
 use equivalent::Equivalent;
@@ -18,7 +18,10 @@ pub const MAX_KEYS: usize = 16;
 
 /// The hasher a table uses unless told otherwise: foldhash's fast hasher, randomly
 /// seeded. It is several times cheaper than SipHash on integer keys (a large share of a
-/// lookup's cost), and its output spreads well over the shard and bucket bits.
+/// lookup's cost). Whatever the hasher, the table folds its output through one more
+/// multiply before taking the shard, bucket and tag from it, so a hasher good only as a
+/// whole (this one, with an unlucky seed) or none at all (an identity hasher on integer
+/// IDs) still spreads keys evenly.
 #[cfg(not(loom))]
 pub type DefaultHashBuilder = foldhash::fast::RandomState;
 
@@ -176,6 +179,14 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
         }
     }
 
+    /// The hash the index files `key` under: the table's hasher's, spread over all 64
+    /// bits (see [`index::spread`]), so any `BuildHasher` — an identity hasher on
+    /// integer IDs included — spreads keys over the shards and buckets.
+    #[inline]
+    fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+        index::spread(self.hasher.hash_one(key))
+    }
+
     /// Inserts `value` under every key in `keys`, all or nothing.
     ///
     /// On success every key resolves to the object, and the returned [`Owner`] is the
@@ -205,7 +216,7 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     where
         K: Eq + Hash + Clone + Send + 'static,
     {
-        let hashes = match check_keys(keys, |key| self.hasher.hash_one(key)) {
+        let hashes = match check_keys(keys, |key| self.hash(key)) {
             Ok(hashes) => hashes,
             Err((kind, key)) => return Err(InsertError::new(kind, key, value)),
         };
@@ -305,7 +316,7 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     where
         Q: Hash + Equivalent<K> + ?Sized,
     {
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hash(key);
         let guard = sync::pin();
         let node = self.registry.index.find(hash, key, &guard)?;
         // The epoch keeps the node's memory valid until here; from here on our
@@ -354,7 +365,7 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     where
         Q: Hash + Equivalent<K> + ?Sized,
     {
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hash(key);
         let guard = sync::pin();
         let node = self.registry.index.find(hash, key, &guard)?;
         // SAFETY: pinned, and found in our index.
@@ -393,7 +404,7 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     where
         Q: Hash + Equivalent<K> + ?Sized,
     {
-        let hash = self.hasher.hash_one(key);
+        let hash = self.hash(key);
         let guard = sync::pin();
         self.registry
             .index
@@ -424,11 +435,18 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
         self.len() == 0
     }
 
-    /// The index's shape right now (bucket and key counts, longest probe): for tests
-    /// and diagnostics, not a stable API.
+    /// The index's shape right now (bucket and key counts, longest probe, largest
+    /// shard): for tests and diagnostics, not a stable API.
     #[doc(hidden)]
     pub fn index_stats(&self) -> crate::index::IndexStats {
         self.registry.index.stats(&sync::pin())
+    }
+
+    /// The index shard `key` lives in (one of 63; two under loom): for tests that need
+    /// keys to share a shard, or not, whatever the hash; not a stable API.
+    #[doc(hidden)]
+    pub fn shard_of<Q: Hash + ?Sized>(&self, key: &Q) -> usize {
+        Index::<K, Node<K, T>>::shard_of(self.hash(key))
     }
 
     /// A reference to each live object, once per object however many keys it has.

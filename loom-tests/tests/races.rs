@@ -11,7 +11,6 @@ mod support;
 use loom::sync::Arc;
 use loom::thread;
 use restable::{InsertErrorKind, Owner};
-use std::hash::BuildHasher;
 use std::time::Duration;
 use support::{model, spawn_with, Qp, Table};
 
@@ -264,13 +263,30 @@ fn dying_drop_vs_last_put() {
     });
 }
 
+/// Keys after `from` that live in index shard `shard` of `table` (or, with `same` false,
+/// in the other one: under loom the index has two), so that a model puts keys where its
+/// race needs them whatever the hash.
+fn keys_in_shard(
+    table: &Table,
+    shard: usize,
+    same: bool,
+    from: u32,
+) -> impl Iterator<Item = u32> + '_ {
+    (from..).filter(move |key| (table.shard_of(key) == shard) == same)
+}
+
 /// 10. Index growth racing get: under loom a shard starts with one two-slot bucket, so a
 /// second key in a shard copies its slots into a larger array and publishes it while the
-/// reader may be on the old one, or loading the new one.
+/// reader may be on the old one, or loading the new one. Two of the three new keys join
+/// the reader's shard, one goes to the other.
 #[test]
 fn index_growth_vs_get() {
     model("index_growth_vs_get", || {
         let table = Arc::new(Table::new());
+        let home = table.shard_of(&QPN);
+        let mut same = keys_in_shard(&table, home, true, 1);
+        let mut other = keys_in_shard(&table, home, false, 1);
+        let keys = [same.next(), same.next(), other.next()].map(Option::unwrap);
         let present = table.insert(&[QPN], Qp::new(14).0).unwrap();
         let reader = spawn_with(&table, move |table| {
             let qp = table
@@ -278,8 +294,7 @@ fn index_growth_vs_get() {
                 .expect("a live object vanished during growth");
             assert_eq!(qp.read(), 14);
         });
-        // Three more keys over two shards: some shard now holds two and grows.
-        let grower = table.insert(&[1, 2, 3], Qp::new(15).0).unwrap();
+        let grower = table.insert(&keys, Qp::new(15).0).unwrap();
         reader.join().unwrap();
         grower.kill_and_drain();
         present.kill_and_drain();
@@ -289,12 +304,18 @@ fn index_growth_vs_get() {
 
 /// 10b. A second growth while a reader may still be on the array before the last: growth
 /// waits for nothing, so two retired arrays may be pending at once, and the reader's
-/// must stay readable (frozen) until it unpins. Six more keys over two one-bucket shards
-/// grow the shards twice.
+/// must stay readable (frozen) until it unpins. Each insert adds two keys to the reader's
+/// one-bucket shard (and one to the other), growing it twice: to two buckets at its
+/// second key, to four at its fourth.
 #[test]
 fn second_growth_vs_get() {
     model("second_growth_vs_get", || {
         let table = Arc::new(Table::new());
+        let home = table.shard_of(&QPN);
+        let mut same = keys_in_shard(&table, home, true, 1);
+        let mut other = keys_in_shard(&table, home, false, 1);
+        let first_keys = [same.next(), same.next(), other.next()].map(Option::unwrap);
+        let second_keys = [other.next(), same.next(), same.next()].map(Option::unwrap);
         let present = table.insert(&[QPN], Qp::new(18).0).unwrap();
         let reader = spawn_with(&table, move |table| {
             let qp = table
@@ -302,9 +323,9 @@ fn second_growth_vs_get() {
                 .expect("a live object vanished during growth");
             assert_eq!(qp.read(), 18);
         });
-        let first = table.insert(&[1, 2, 3], Qp::new(19).0).unwrap();
+        let first = table.insert(&first_keys, Qp::new(19).0).unwrap();
         restable::loom_collect();
-        let second = table.insert(&[4, 5, 6], Qp::new(20).0).unwrap();
+        let second = table.insert(&second_keys, Qp::new(20).0).unwrap();
         reader.join().unwrap();
         assert_eq!(table.get(&QPN).map(|qp| qp.read()), Some(18));
         for owner in [second, first, present] {
@@ -341,12 +362,12 @@ fn iter_vs_kill() {
 /// not end up holding the object that took over the block: it gets the old QP or none.
 #[test]
 fn recycled_block_vs_stale_reader() {
-    // A block is reused by creates whose first key lives in the same index shard; under
-    // loom the index has two, picked by the hash's top bit.
-    let shard = |key: u32| restable::DefaultHashBuilder::default().hash_one(key) >> 63;
-    let neighbour = (QPN + 1..).find(|&key| shard(key) == shard(QPN)).unwrap();
     model("recycled_block_vs_stale_reader", move || {
         let table = Arc::new(Table::new());
+        // A block is reused by creates whose first key lives in the same index shard.
+        let neighbour = keys_in_shard(&table, table.shard_of(&QPN), true, QPN + 1)
+            .next()
+            .unwrap();
         let old = table.insert(&[QPN], Qp::new(21).0).unwrap();
         let handler = spawn_event_handler(&table, QPN, 21);
         let mut qp = old.kill_and_drain();
