@@ -309,6 +309,39 @@ fn cycle_two_writers<I: Impl>(group: &mut BenchmarkGroup<'_, WallTime>, keys: u6
     });
 }
 
+/// (6d) Two writers as in 6b and 6c, but in a table grown from empty to a million
+/// objects, each writer cycling through its own 65,536 key sets: the buckets and nodes a
+/// cycle touches are cold, as for a driver or a server with many objects, where 6b and 6c
+/// keep everything in cache. ns per cycle per thread.
+fn cycle_two_writers_cold<I: Impl>(group: &mut BenchmarkGroup<'_, WallTime>, keys: u64) {
+    const RESIDENT: u64 = 1_000_000;
+    const SETS: u64 = 1 << 16;
+    let table = I::with_capacity(0);
+    // Resident keys start past every writer's (`key` is one-to-one below 2^29 objects).
+    let owners: Vec<I::Owner> = (0..RESIDENT)
+        .map(|i| table.insert(&[key(2 * SETS + i, 0)], i))
+        .collect();
+    let keysets: Vec<Vec<Key>> = (0..2)
+        .map(|t| {
+            (0..SETS)
+                .flat_map(|i| (0..keys).map(move |k| key(t * SETS + i, k)))
+                .collect()
+        })
+        .collect();
+    let label = format!("{keys}key{}", if keys == 1 { "" } else { "s" });
+    let keys = keys as usize;
+    group.bench_function(format!("{}/{label}", I::NAME), |b| {
+        b.iter_custom(|iters| {
+            two_threads::<I>(iters, |t, i| {
+                let at = (i % SETS) as usize * keys;
+                let owner = table.insert(&keysets[t][at..at + keys], i);
+                black_box(table.kill_and_drain(owner));
+            })
+        })
+    });
+    teardown(&table, owners);
+}
+
 fn cycle6<I: Impl>(group: &mut BenchmarkGroup<'_, WallTime>) {
     let table = I::with_capacity(64 * 6);
     let keysets: Vec<Vec<Key>> = (0..64)
@@ -433,6 +466,11 @@ fn benches(c: &mut Criterion) {
     group.finish();
     let mut group = c.benchmark_group("6c_insert1_kill_drain_two_writers");
     for_each_impl!(cycle_two_writers(&mut group, 1));
+    group.finish();
+    let mut group = c.benchmark_group("6d_two_writers_cold_1M");
+    for keys in [1, 6] {
+        for_each_impl!(cycle_two_writers_cold(&mut group, keys));
+    }
     group.finish();
 
     for (name, reader) in [
