@@ -62,6 +62,24 @@ pub(crate) fn spin_hint() {
     loom::thread::yield_now();
 }
 
+/// Asks the CPU to start loading the cache line at `line` without waiting for it: a hint
+/// with no effect on what any thread observes. A no-op where there is no prefetch
+/// instruction. Not built under loom, which models memory accesses, not caches: the
+/// index's prefetch does nothing there.
+#[cfg(not(loom))]
+#[inline(always)]
+pub(crate) fn prefetch<T>(line: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch never faults and changes no memory, whatever the address; SSE
+    // is part of every x86_64 target.
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(line.cast::<i8>())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = line;
+}
+
 /// Lets other threads run (the simulated device's command latency).
 #[cfg(feature = "mana")]
 pub(crate) fn yield_now() {
