@@ -231,7 +231,7 @@ pub(crate) struct Index<K, N> {
     /// miss here only after a growth; and here, not behind a pointer, one dependent
     /// load shorter. Stored into by the shard's lock holder.
     arrays: [Atomic<Buckets<K, N>>; SHARDS],
-    shards: Box<[Shard]>,
+    shards: [Shard; SHARDS],
     /// One lock bit per shard: writers hold the bits of their keys' shards.
     locks: ShardLocks,
 }
@@ -279,17 +279,15 @@ impl<K, N: Keyed<K>> Index<K, N> {
         let per_shard = capacity.div_ceil(SHARDS) * LOAD_DEN / LOAD_NUM;
         let buckets = per_shard.div_ceil(SLOTS).next_power_of_two();
         let arrays = std::array::from_fn(|_| Atomic::new(Buckets::new(buckets)));
-        let shards = (0..SHARDS)
-            .map(|_| Shard {
-                state: LockedCell::new(ShardState {
-                    len: 0,
-                    overflows: 0,
-                    spare: Spare::new(),
-                }),
-                objects: AtomicUsize::new(0),
-                incoming: Incoming::new(),
-            })
-            .collect();
+        let shards = std::array::from_fn(|_| Shard {
+            state: LockedCell::new(ShardState {
+                len: 0,
+                overflows: 0,
+                spare: Spare::new(),
+            }),
+            objects: AtomicUsize::new(0),
+            incoming: Incoming::new(),
+        });
         Index {
             arrays,
             shards,
