@@ -37,7 +37,9 @@
 //!   bucket of the sequence is read the same way. A miss reads one line, a hit two
 //!   (bucket, node).
 //! - **Writers** hold the shard's lock (its bit in the index's lock word, see
-//!   [`crate::lock`]). Linking stores the slot, then the tag (both
+//!   [`crate::lock`]), having prefetched each key's first bucket before taking it (so a
+//!   cold table's misses overlap instead of piling up inside the locks; see
+//!   [`Index::prefetch`]). Linking stores the slot, then the tag (both
 //!   `Release`); a reader that sees the tag sees the slot and the node behind it.
 //!   Unlinking clears the tag, then the slot; overflow bits stay until the next rebuild,
 //!   so a reader that started before the unlink never stops early. The slot is free for
