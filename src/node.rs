@@ -67,11 +67,11 @@ const MAX_REFS: usize = REFS >> 1;
 /// slot in the index finds the state word and (for keys of a few words) the key in the
 /// node's first cache line. The header is two words: the hashes (each key's, so kill
 /// and index growth need no hasher) start right after the keys, and are found by
-/// computing that offset again from the key count ([`Node::hashes_at`]). The block is aligned to
-/// [`NODE_ALIGN`], so the index can keep a key's position in the low bits of the node's
-/// address. The block's size is not rounded up to that alignment (the allocator
-/// rounds as it needs): a node of one `u64` key and a `u64` value takes 40 bytes, a
-/// 48-byte chunk for glibc's `malloc`, where rounding made it 64. The node is only ever
+/// computing that offset again from the key count ([`Node::hashes_at`]). The block is
+/// aligned to [`NODE_ALIGN`], so the index can keep a key's position in the low bits of
+/// the node's address. The block's size is not rounded up to that alignment (the
+/// allocator rounds as it needs): a node of one `u64` key and a `u64` value takes 40
+/// bytes, a 48-byte chunk for glibc's `malloc`, where rounding made it 64. The node is only ever
 /// handled through raw pointers that cover the whole block (from the allocation), so
 /// `&Node` can reach the arrays behind it.
 #[repr(C)]
@@ -177,7 +177,10 @@ impl<K, T> Node<K, T> {
     /// `Layout`). Evaluated once per type, at compile time; false only for key or value
     /// types of absurd size.
     const FITS: bool = match Self::end_checked(MAX_KEYS) {
-        Some(size) => size <= u32::MAX as usize && size <= isize::MAX as usize - (Self::ALIGN - 1),
+        Some(size) => {
+            let layout_max = isize::MAX as usize - (Self::ALIGN - 1);
+            size <= u32::MAX as usize && size <= layout_max
+        }
         None => false,
     };
 
@@ -257,9 +260,9 @@ impl<K, T> Node<K, T> {
         });
         let node = base.cast::<Self>();
         // SAFETY: every offset lies inside the block, whose size `layout` computed from
-        // them, and fits a `u32` (`FITS`, checked there); every field and array slot written below is
-        // inside the block and not yet written. The keys are moved (copied, and `keys`
-        // emptied), so they are owned once.
+        // them, and fits a `u32` (`FITS`, checked there); every field and array slot
+        // written below is inside the block and not yet written. The keys are moved
+        // (copied, and `keys` emptied), so they are owned once.
         unsafe {
             let at_keys = base.add(Self::keys_at()).cast::<K>();
             let at_hashes = base.add(Self::hashes_at(len)).cast::<u64>();
