@@ -71,9 +71,9 @@ const MAX_REFS: usize = REFS >> 1;
 /// aligned to [`NODE_ALIGN`], so the index can keep a key's position in the low bits of
 /// the node's address. The block's size is not rounded up to that alignment (the
 /// allocator rounds as it needs): a node of one `u64` key and a `u64` value takes 40
-/// bytes, a 48-byte chunk for glibc's `malloc`, where rounding made it 64. The node is only ever
-/// handled through raw pointers that cover the whole block (from the allocation), so
-/// `&Node` can reach the arrays behind it.
+/// bytes, a 48-byte chunk for glibc's `malloc`, where rounding made it 64. The node is
+/// only ever handled through raw pointers that cover the whole block (from the
+/// allocation), so `&Node` can reach the arrays behind it.
 #[repr(C)]
 pub(crate) struct Node<K, T> {
     state: AtomicUsize,
@@ -735,6 +735,13 @@ mod tests {
             assert_eq!(Node::<K, T>::layout(len), layout, "{len} keys");
             assert_eq!(Node::<K, T>::hashes_at(len), hashes, "{len} keys");
             assert_eq!(Node::<K, T>::value_at(len), value, "{len} keys");
+            // `FITS` checks sizes with its own, checked copy of the offsets: it must
+            // reach the same end, or it would vouch for a size it never computed.
+            assert_eq!(
+                Node::<K, T>::end_checked(len),
+                Some(layout.size()),
+                "{len} keys"
+            );
         }
     }
 
