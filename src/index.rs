@@ -2,8 +2,10 @@
 //!
 //! Keys are spread over a fixed number of shards by the top bits of their hash (the
 //! hasher's output folded through [`spread`] first, so that its bit fields are
-//! independent whatever the hasher). A shard
-//! owns one epoch-protected array of one-cache-line buckets, open-addressed:
+//! independent whatever the hasher). A shard owns one epoch-protected array of
+//! one-cache-line buckets, open-addressed, which the index holds as one word: the
+//! array's address with log2 of its length in the low bits ([`ArrayWord`]), so a lookup
+//! goes from that word straight to its bucket:
 //!
 //! ```text
 //!  bucket (64 bytes):
@@ -29,8 +31,8 @@
 //!   power-of-two array and, unlike steps of one, keep a dense stretch of hashes from
 //!   growing into one long run of full buckets), setting the overflow bit of every bucket
 //!   it passed.
-//! - **Lookup** (no lock, no write, no allocation): one `Acquire` load of the home
-//!   bucket's `ctrl` gives every tag; each slot whose tag matches is loaded (`Acquire`)
+//! - **Lookup** (no lock, no write, no allocation): an `Acquire` load of the shard's
+//!   array word, then one of the home bucket's `ctrl`, which gives every tag; each slot whose tag matches is loaded (`Acquire`)
 //!   and its key compared (`Equivalent`). The first equal key is the answer,
 //!   live or not (the table then tries to take a reference). If none matches and the
 //!   bucket's overflow bit for this hash is clear, the key is absent; otherwise the next
@@ -54,8 +56,8 @@
 //!   was dead at some point during the lookup: the `None` it returns is linearized there.
 //! - **Rebuild** (growth, or cleaning up overflow bits), under the shard's lock: the
 //!   writer copies every occupied slot into a new array (twice the size when the shard is
-//!   three quarters full, the same size when overflow bits have piled up), publishes it
-//!   with one `Release` store and defers freeing the old one to the epoch. Nothing waits:
+//!   three quarters full, the same size when overflow bits have piled up), publishes its
+//!   word with one `Release` swap and defers freeing the old one to the epoch. Nothing waits:
 //!   readers still on the old array see a frozen copy (liveness is in the nodes, so a
 //!   stale copy is harmless, as above), and the next rebuild does not need the old array
 //!   freed. The grower flushes the deferred free of an array of 1 KiB or more to the
@@ -77,9 +79,7 @@
 use crate::lock::ShardLocks;
 use crate::node::NODE_ALIGN;
 use crate::recycle::{Block, Incoming, Spare};
-use crate::sync::{
-    Atomic, AtomicPtr, AtomicU64, AtomicUsize, CellMut, Guard, LockedCell, Ordering, Owned,
-};
+use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, CellMut, Guard, LockedCell, Ordering};
 use equivalent::Equivalent;
 use std::ptr;
 
@@ -228,11 +228,12 @@ impl<N> Slot<N> {
 }
 
 pub(crate) struct Index<K, N> {
-    /// Each shard's bucket array: all that lookups read before the array itself. Kept
-    /// apart from what writers write on every insert and kill (`shards`), so lookups
-    /// miss here only after a growth; and here, not behind a pointer, one dependent
-    /// load shorter. Stored into by the shard's lock holder.
-    arrays: [Atomic<Buckets<K, N>>; SHARDS],
+    /// Each shard's bucket array, as an [`ArrayWord`]: all that lookups read before the
+    /// bucket they want. Kept apart from what writers write on every insert and kill
+    /// (`shards`), so lookups miss here only after a growth; and here, not behind a
+    /// pointer, one dependent load shorter. Stored into by the shard's lock holder.
+    arrays: [AtomicPtr<Bucket<N>>; SHARDS],
+    _keys: std::marker::PhantomData<K>,
     shards: [Shard; SHARDS],
     /// One lock bit per shard: writers hold the bits of their keys' shards.
     locks: ShardLocks,
@@ -268,10 +269,27 @@ struct Bucket<N> {
     slots: [AtomicPtr<N>; SLOTS],
 }
 
-struct Buckets<K, N> {
-    /// The bucket count minus one (a power of two minus one).
-    mask: usize,
-    buckets: Box<[Bucket<N>]>,
+/// A shard's bucket array as one word, what [`Index::arrays`] holds: the address of its
+/// first bucket, with log2 of the bucket count in the low bits, which are free because
+/// buckets are aligned to a cache line. A lookup loads the word and then the bucket it
+/// wants: no header in between, whose load the bucket's address would wait for. The
+/// array is a `Box<[Bucket<N>]>` turned into this word ([`array_word`]) and back
+/// ([`free_array`]).
+type ArrayWord<N> = *mut Bucket<N>;
+
+/// The low bits of an [`ArrayWord`] that hold log2 of the bucket count.
+const LEN_BITS: usize = align_of::<Bucket<()>>() - 1;
+
+const _: () = assert!(
+    usize::BITS as usize <= LEN_BITS + 1,
+    "log2 of any bucket count fits in an array word's low bits"
+);
+
+/// A shard's bucket array, borrowed from its [`ArrayWord`] for as long as the caller is
+/// pinned (or holds the shard's lock).
+struct Buckets<'a, K, N> {
+    /// A power of two of them.
+    buckets: &'a [Bucket<N>],
     _keys: std::marker::PhantomData<K>,
 }
 
@@ -280,7 +298,7 @@ impl<K, N: Keyed<K>> Index<K, N> {
     pub(crate) fn with_capacity(capacity: usize) -> Self {
         let per_shard = capacity.div_ceil(SHARDS) * LOAD_DEN / LOAD_NUM;
         let buckets = per_shard.div_ceil(SLOTS).next_power_of_two();
-        let arrays = std::array::from_fn(|_| Atomic::new(Buckets::new(buckets)));
+        let arrays = std::array::from_fn(|_| AtomicPtr::new(array_word(Bucket::array(buckets))));
         let shards = std::array::from_fn(|_| Shard {
             state: LockedCell::new(ShardState {
                 len: 0,
@@ -292,6 +310,7 @@ impl<K, N: Keyed<K>> Index<K, N> {
         });
         Index {
             arrays,
+            _keys: std::marker::PhantomData,
             shards,
             locks: ShardLocks::new(),
         }
@@ -304,10 +323,9 @@ impl<K, N: Keyed<K>> Index<K, N> {
     where
         Q: Equivalent<K> + ?Sized,
     {
-        let array = &self.arrays[Self::shard_of(hash)];
-        // SAFETY: published with `Release`, retired only through the epoch.
-        let buckets = unsafe { array.load(Ordering::Acquire, guard).deref() };
-        buckets.find(hash, key).map(|(_, _, slot)| slot.node())
+        self.buckets(Self::shard_of(hash), guard)
+            .find(hash, key)
+            .map(|(_, _, slot)| slot.node())
     }
 
     /// The sum of every shard's object count (see [`ShardWriter::add_objects`]): exact
@@ -324,9 +342,8 @@ impl<K, N: Keyed<K>> Index<K, N> {
     /// when no writer runs.
     pub(crate) fn stats(&self, guard: &Guard) -> IndexStats {
         let mut stats = IndexStats::default();
-        for array in &self.arrays {
-            // SAFETY: published with `Release`, retired only through the epoch.
-            let buckets = unsafe { array.load(Ordering::Acquire, guard).deref() };
+        for shard in 0..SHARDS {
+            let buckets = self.buckets(shard, guard);
             stats.buckets += buckets.buckets.len();
             let mut entries = 0;
             for (at, bucket) in buckets.buckets.iter().enumerate() {
@@ -345,6 +362,14 @@ impl<K, N: Keyed<K>> Index<K, N> {
 }
 
 impl<K, N> Index<K, N> {
+    /// Shard `shard`'s current array, borrowed for as long as the guard stays pinned.
+    #[inline]
+    fn buckets<'g>(&self, shard: usize, _pinned: &'g Guard) -> Buckets<'g, K, N> {
+        // SAFETY: published with `Release` (and loaded with `Acquire`), and retired only
+        // through the epoch, so it stays allocated while `guard` is pinned.
+        unsafe { Buckets::from_word(self.arrays[shard].load(Ordering::Acquire)) }
+    }
+
     /// Gives a dead node's block back to the shard of `hash` (its first key's), for
     /// reuse by an insert there. Lock-free.
     pub(crate) fn recycle(&self, hash: u64, block: Block) {
@@ -362,11 +387,8 @@ impl<K, N> Index<K, N> {
     pub(crate) fn prefetch(&self, hash: u64, guard: &Guard) {
         #[cfg(not(loom))]
         {
-            let array = &self.arrays[Self::shard_of(hash)];
-            // SAFETY: published with `Release`, retired only through the epoch, and the
-            // caller is pinned.
-            let buckets = unsafe { array.load(Ordering::Acquire, guard).deref() };
-            crate::sync::prefetch(&buckets.buckets[hash as usize & buckets.mask]);
+            let buckets = self.buckets(Self::shard_of(hash), guard);
+            crate::sync::prefetch(&buckets.buckets[hash as usize & buckets.mask()]);
         }
         #[cfg(loom)]
         let _ = (hash, guard);
@@ -405,17 +427,19 @@ pub(crate) struct Cursor<K, N> {
     /// The shard being walked, or the next one to start.
     shard: usize,
     /// The array loaded when the walk entered `shard` (null before).
-    buckets: *const Buckets<K, N>,
+    buckets: ArrayWord<N>,
     /// The next slot of that array, counting across buckets.
     slot: usize,
+    _keys: std::marker::PhantomData<K>,
 }
 
 impl<K, N> Default for Cursor<K, N> {
     fn default() -> Self {
         Cursor {
             shard: 0,
-            buckets: ptr::null(),
+            buckets: ptr::null_mut(),
             slot: 0,
+            _keys: std::marker::PhantomData,
         }
     }
 }
@@ -428,10 +452,14 @@ impl<K, N> Cursor<K, N> {
     /// # Safety
     /// Every call on one cursor passes the same `index` and a guard that has stayed
     /// pinned since the first call (the cursor holds pointers loaded under it).
-    pub(crate) unsafe fn next(&mut self, index: &Index<K, N>, guard: &Guard) -> Option<Slot<N>> {
+    pub(crate) unsafe fn next(&mut self, index: &Index<K, N>, _pinned: &Guard) -> Option<Slot<N>> {
         loop {
-            // SAFETY: loaded under `guard`, which is still pinned (caller's contract).
-            match unsafe { self.buckets.as_ref() } {
+            let buckets = (!self.buckets.is_null()).then(|| {
+                // SAFETY: loaded under the guard, which is still pinned (caller's
+                // contract).
+                unsafe { Buckets::<K, N>::from_word(self.buckets) }
+            });
+            match buckets {
                 Some(buckets) if self.slot < buckets.buckets.len() * SLOTS => {
                     let bucket = &buckets.buckets[self.slot / SLOTS];
                     let at = self.slot % SLOTS;
@@ -445,7 +473,7 @@ impl<K, N> Cursor<K, N> {
                         self.shard += 1;
                     }
                     let array = index.arrays.get(self.shard)?;
-                    self.buckets = array.load(Ordering::Acquire, guard).as_raw();
+                    self.buckets = array.load(Ordering::Acquire);
                     self.slot = 0;
                 }
             }
@@ -459,10 +487,7 @@ impl<K, N> Drop for Index<K, N> {
             // SAFETY: `&mut self`: no reader or writer is left, and retired arrays are the
             // collector's to free; this one is still published and so ours. The nodes
             // are not the index's.
-            unsafe {
-                let guard = crossbeam_epoch::unprotected();
-                drop(array.load(Ordering::Relaxed, guard).into_owned());
-            }
+            unsafe { free_array(array.load(Ordering::Relaxed)) }
         }
     }
 }
@@ -478,7 +503,8 @@ pub(crate) struct ShardWriter<'a, K, N> {
     guard: &'a Guard,
     state: CellMut<'a, ShardState>,
     shard: &'a Shard,
-    array: &'a Atomic<Buckets<K, N>>,
+    array: &'a AtomicPtr<Bucket<N>>,
+    _keys: std::marker::PhantomData<K>,
 }
 
 impl<K, N: Keyed<K>> ShardWriter<'_, K, N> {
@@ -546,24 +572,25 @@ impl<K, N: Keyed<K>> ShardWriter<'_, K, N> {
     fn rebuild(&mut self, len: usize) {
         let guard = self.guard;
         let old = self.buckets();
-        let old_bytes = size_of_val(&*old.buckets);
-        let new = Buckets::<K, N>::new(len);
+        let old_bytes = size_of_val(old.buckets);
+        let new = array_word(Bucket::array(len));
+        // SAFETY: ours, and not published yet.
+        let new_buckets = unsafe { Buckets::<K, N>::from_word(new) };
         let mut overflows = 0;
         for bucket in old.buckets.iter() {
             for slot in bucket.occupied() {
                 // SAFETY: linked, and we hold the shard lock: the node is not retired.
                 let hash = unsafe { N::hash(slot.node(), slot.idx()) };
                 // Unpublished yet: the swap's `Release` publishes all of it.
-                overflows += new.place(hash, slot, Ordering::Relaxed);
+                overflows += new_buckets.place(hash, slot, Ordering::Relaxed);
             }
         }
         self.state.overflows = overflows;
-        let new = Owned::new(new).into_shared(guard);
-        let old = self.array.swap(new, Ordering::Release, guard);
+        let retired = self.array.swap(new, Ordering::Release);
         // SAFETY: the old array is unreachable for new readers from the swap on; the
         // epoch frees it once every reader that may still walk it has unpinned. Only the
         // array is freed: the nodes are not the index's.
-        unsafe { guard.defer_destroy(old) };
+        unsafe { guard.defer_unchecked(move || free_array(retired)) };
         // Deferred work waits in this thread's bag until 64 items fill it, and an
         // insert-only workload defers nothing else: flushed, the array goes as soon as
         // the epoch moves on, which lookups and writers drive. A flush costs about as
@@ -591,10 +618,10 @@ impl<K, N> ShardWriter<'_, K, N> {
         );
     }
 
-    fn buckets(&self) -> &Buckets<K, N> {
+    fn buckets(&self) -> Buckets<'_, K, N> {
         // SAFETY: we hold the shard lock, so the array stays the shard's (and allocated)
         // while we use it.
-        unsafe { self.array.load(Ordering::Acquire, self.guard).deref() }
+        unsafe { Buckets::from_word(self.array.load(Ordering::Acquire)) }
     }
 }
 
@@ -644,14 +671,48 @@ impl<N> Bucket<N> {
     }
 }
 
-impl<K, N> Buckets<K, N> {
-    fn new(len: usize) -> Self {
-        debug_assert!(len.is_power_of_two());
+/// The [`ArrayWord`] of `buckets` (a power of two of them), which it now owns.
+fn array_word<N>(buckets: Box<[Bucket<N>]>) -> ArrayWord<N> {
+    debug_assert!(buckets.len().is_power_of_two());
+    let log2 = buckets.len().trailing_zeros() as usize;
+    Box::into_raw(buckets)
+        .cast::<Bucket<N>>()
+        .map_addr(|addr| addr | log2)
+}
+
+/// Frees the array behind `word`.
+///
+/// # Safety
+/// `word` came from [`array_word`], and nothing uses its array any more.
+unsafe fn free_array<N>(word: ArrayWord<N>) {
+    // SAFETY: the caller's contract; `array_parts` gives back the `Box`'s slice.
+    drop(unsafe { Box::from_raw(array_parts(word)) });
+}
+
+/// The slice of buckets an [`ArrayWord`] stands for.
+fn array_parts<N>(word: ArrayWord<N>) -> *mut [Bucket<N>] {
+    let len = 1 << (word.addr() & LEN_BITS);
+    ptr::slice_from_raw_parts_mut(word.map_addr(|addr| addr & !LEN_BITS), len)
+}
+
+impl<'a, K, N> Buckets<'a, K, N> {
+    /// The array behind `word`.
+    ///
+    /// # Safety
+    /// `word` came from [`array_word`], and its array stays allocated for `'a`.
+    #[inline]
+    unsafe fn from_word(word: ArrayWord<N>) -> Self {
         Buckets {
-            mask: len - 1,
-            buckets: Bucket::array(len),
+            // SAFETY: the caller's contract.
+            buckets: unsafe { &*array_parts(word) },
             _keys: std::marker::PhantomData,
         }
+    }
+
+    /// The bucket count minus one: picks a bucket from a hash's low bits.
+    #[inline]
+    fn mask(&self) -> usize {
+        self.buckets.len() - 1
     }
 
     /// `hash`'s probe sequence: its home bucket, then 1, 3, 6, … buckets on. Triangular
@@ -659,7 +720,7 @@ impl<K, N> Buckets<K, N> {
     /// the array changes meanwhile, a walk reads each bucket once at most.
     #[inline]
     fn sequence(&self, hash: u64) -> impl Iterator<Item = usize> {
-        let mask = self.mask;
+        let mask = self.mask();
         let mut at = hash as usize & mask;
         (0..self.buckets.len()).map(move |step| {
             at = (at + step) & mask;
@@ -732,7 +793,7 @@ impl<K, N> Buckets<K, N> {
     }
 }
 
-impl<K, N: Keyed<K>> Buckets<K, N> {
+impl<K, N: Keyed<K>> Buckets<'_, K, N> {
     /// The slot whose key is `key`, with its bucket and position.
     #[inline]
     fn find<Q>(&self, hash: u64, key: &Q) -> Option<(usize, usize, Slot<N>)>
@@ -796,6 +857,7 @@ impl<'a, K, N> LockedShards<'a, K, N> {
             state: unsafe { shard.state.get_mut() },
             shard,
             array: &self.index.arrays[at],
+            _keys: std::marker::PhantomData,
         }
     }
 }

@@ -34,7 +34,7 @@ pub(crate) use loom::sync::atomic::{
     fence, AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering,
 };
 
-pub(crate) use crossbeam_epoch::{Atomic, Guard, Owned};
+pub(crate) use crossbeam_epoch::Guard;
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::Arc;
