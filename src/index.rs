@@ -32,12 +32,12 @@
 //!   growing into one long run of full buckets), setting the overflow bit of every bucket
 //!   it passed.
 //! - **Lookup** (no lock, no write, no allocation): an `Acquire` load of the shard's
-//!   array word, then one of the home bucket's `ctrl`, which gives every tag; each slot whose tag matches is loaded (`Acquire`)
-//!   and its key compared (`Equivalent`). The first equal key is the answer,
-//!   live or not (the table then tries to take a reference). If none matches and the
-//!   bucket's overflow bit for this hash is clear, the key is absent; otherwise the next
-//!   bucket of the sequence is read the same way. A miss reads one line, a hit two
-//!   (bucket, node).
+//!   array word, then one of the home bucket's `ctrl`, which gives every tag; each slot
+//!   whose tag matches is loaded (`Acquire`) and its key compared (`Equivalent`). The
+//!   first equal key is the answer, live or not (the table then tries to take a
+//!   reference). If none matches and the bucket's overflow bit for this hash is clear,
+//!   the key is absent; otherwise the next bucket of the sequence is read the same way.
+//!   A miss reads one line, a hit two (bucket, node).
 //! - **Writers** hold the shard's lock (its bit in the index's lock word, see
 //!   [`crate::lock`]), having prefetched each key's first bucket before taking it (so a
 //!   cold table's misses overlap instead of piling up inside the locks; see
@@ -56,12 +56,13 @@
 //!   was dead at some point during the lookup: the `None` it returns is linearized there.
 //! - **Rebuild** (growth, or cleaning up overflow bits), under the shard's lock: the
 //!   writer copies every occupied slot into a new array (twice the size when the shard is
-//!   three quarters full, the same size when overflow bits have piled up), publishes its
-//!   word with one `Release` swap and defers freeing the old one to the epoch. Nothing waits:
-//!   readers still on the old array see a frozen copy (liveness is in the nodes, so a
-//!   stale copy is harmless, as above), and the next rebuild does not need the old array
-//!   freed. The grower flushes the deferred free of an array of 1 KiB or more to the
-//!   epoch's global queue, so it goes as soon as the threads pinned at that moment have
+//!   three quarters full, the same size when overflow bits have piled up; prefetching
+//!   the nodes a few buckets ahead, whose hashes it reads), publishes its word with one
+//!   `Release` swap and defers freeing the old array to the epoch. Nothing waits: readers
+//!   still on the old array see a frozen copy (liveness is in the nodes, so a stale copy
+//!   is harmless, as above), and the next rebuild does not need the old array freed.
+//!   The grower flushes the deferred free of an array of 1 KiB or more to the epoch's
+//!   global queue, so it goes as soon as the threads pinned at that moment have
 //!   unpinned; smaller ones wait until the thread has deferred 64 things.
 //! - **Index memory** of a table of N keys: 64-byte buckets of 7 slots, at most three
 //!   quarters full and, after a growth, at least a quarter (so 12–37 bytes a key, plus
@@ -371,7 +372,7 @@ impl<K, N> Index<K, N> {
     #[inline]
     fn buckets<'g>(&self, shard: usize, _pinned: &'g Guard) -> Buckets<'g, K, N> {
         // SAFETY: published with `Release` (and loaded with `Acquire`), and retired only
-        // through the epoch, so it stays allocated while `guard` is pinned.
+        // through the epoch, so it stays allocated while the caller's guard is pinned.
         unsafe { Buckets::from_word(self.arrays[shard].load(Ordering::Acquire)) }
     }
 
