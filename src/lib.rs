@@ -84,8 +84,11 @@
 //! - **get**: pin the epoch (inside a [`ReadSection`] a nested pin, which only bumps a
 //!   counter), hash, probe one shard's buckets (the home bucket, and further only while
 //!   its overflow bit for the hash is set), and on a key match CAS `refs + 1` into the
-//!   word if `LIVE` is set — the successful CAS is the linearization point. No lock, no
-//!   wait on a writer (a CAS retries only because another thread changed the word), no
+//!   word if `LIVE` is set — the successful CAS is the linearization point. The first
+//!   CAS expects the usual word of a live node nobody holds instead of loading the word
+//!   first, so a node's cache line is taken for writing once, not fetched and then taken
+//!   again; a wrong guess only returns the word for the next CAS. No lock, no wait on a
+//!   writer (a CAS retries only because another thread changed the word), no
 //!   allocation.
 //! - **put** (dropping a [`Ref`]): `fetch_sub`. If that was the last reference and
 //!   `PARKED` is set, wake the drainer; if `OWNED` is clear, drop the value and free the

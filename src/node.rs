@@ -440,6 +440,18 @@ impl<K, T> Node<K, T> {
     /// Get-ref: takes a reference if the node is live. Lock-free: it retries only when
     /// another thread changed the word in between, and never waits for one.
     ///
+    /// The first attempt is a CAS from the word's usual value for a live node that nobody
+    /// holds — `LIVE | OWNED`, with `DETACHED` if `detached` says the table's objects
+    /// usually are — rather than a load followed by a CAS: when the node's cache line is
+    /// in another core's cache (the other half of a line shared with a neighbouring node,
+    /// or a node another thread just used), a load fetches it shared and the CAS must then
+    /// take it again for writing, where one CAS takes it once. Two threads looking up
+    /// disjoint keys of 1,024 one-key objects: 30.1 → 25.0 ns a lookup, 26.8 → 23.3 in a
+    /// read section (medians of 11 interleaved runs); one thread alone: unchanged. A
+    /// wrong guess costs a failed CAS, which returns the word's value for the next
+    /// attempt (detached nodes guessed as owned: 15.2 → 15.8 ns a lone lookup, hence
+    /// the hint).
+    ///
     /// `Acquire` on success pairs with `publish`'s `Release`: the new holder sees the
     /// fully built object. A failed attempt reads nothing else of the node.
     ///
@@ -447,17 +459,20 @@ impl<K, T> Node<K, T> {
     /// As for [`Node::word`] (a reader is pinned): the node may be dead, even have its
     /// value dropped by its last holder meanwhile, but not yet freed.
     #[inline]
-    pub(crate) unsafe fn try_get(node: *const Self) -> bool {
+    pub(crate) unsafe fn try_get(node: *const Self, detached: bool) -> bool {
         // SAFETY: the caller's contract.
         let word = unsafe { Self::word(node) };
-        word.fetch_update(Ordering::Acquire, Ordering::Relaxed, |state| {
+        let mut state = LIVE | OWNED | if detached { DETACHED } else { 0 };
+        loop {
             if state & LIVE == 0 {
-                return None;
+                return false;
             }
             check_refs(state);
-            Some(state + REF)
-        })
-        .is_ok()
+            match word.compare_exchange(state, state + REF, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(now) => state = now,
+            }
+        }
     }
 
     /// Takes one more reference on behalf of a holder that already has one, so the node
@@ -706,8 +721,12 @@ mod tests {
         }
 
         fn try_get(&self) -> bool {
+            self.try_get_guessing(false)
+        }
+
+        fn try_get_guessing(&self, detached: bool) -> bool {
             // SAFETY: the node lives until the test's end.
-            unsafe { Node::try_get(self.ptr()) }
+            unsafe { Node::try_get(self.ptr(), detached) }
         }
 
         fn put(&self) -> Release {
@@ -815,6 +834,31 @@ mod tests {
         assert!(!node.try_get(), "killed node handed out a reference");
         assert!(matches!(node.put(), Release::Held), "owner still holds it");
         assert_eq!(node.refs(), 0);
+    }
+
+    /// `try_get`'s first CAS guesses the word; whatever the word really holds, a wrong
+    /// guess must neither take a reference to a node that is not live nor refuse one
+    /// that is.
+    #[test]
+    fn get_is_right_whatever_it_guesses() {
+        for detached in [false, true] {
+            let node = Owned::new(&[1u32], "v");
+            assert!(!node.try_get_guessing(detached), "unpublished");
+            node.publish();
+            assert!(node.try_get_guessing(detached), "owned, no references");
+            assert!(node.try_get_guessing(detached), "owned, one reference out");
+            node.detach();
+            assert!(node.try_get_guessing(detached), "detached, references out");
+            assert_eq!(node.refs(), 3);
+            for _ in 0..3 {
+                assert!(matches!(node.put(), Release::Held));
+            }
+            assert!(node.try_get_guessing(detached), "detached, no references");
+            assert!(matches!(node.put(), Release::Held));
+            assert!(node.kill());
+            assert!(!node.try_get_guessing(detached), "killed");
+            assert_eq!(node.state() & (LIVE | REFS), 0);
+        }
     }
 
     #[test]

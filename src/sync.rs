@@ -36,6 +36,11 @@ pub(crate) use loom::sync::atomic::{
 
 pub(crate) use crossbeam_epoch::Guard;
 
+/// A flag that steers a guess and never an outcome (`Registry::detached`, read by
+/// `get` to pick its first CAS). The standard atomic under loom too: no result depends
+/// on which value a thread reads, so the models need not explore its interleavings.
+pub(crate) type HintFlag = std::sync::atomic::AtomicBool;
+
 #[cfg(not(loom))]
 pub(crate) use std::sync::Arc;
 

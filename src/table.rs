@@ -103,6 +103,11 @@ pub(crate) struct Registry<K, T> {
     /// object, so the table destroys the detached objects it finds, and `detach`
     /// destroys its object itself (see [`Registry::adopt`]).
     closed: AtomicBool,
+    /// Set when the first object is detached, never cleared: from then on `get`'s first
+    /// CAS guesses that a live node is detached (see `Node::try_get`). Only a guess, so a
+    /// table that mixes owned and detached objects pays a failed CAS on some lookups,
+    /// never a wrong answer.
+    detached: sync::HintFlag,
 }
 
 // SAFETY: the raw node pointers in the index are shared the way `Ref`, `Owner` and `Dying`
@@ -174,6 +179,7 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
             registry: Arc::new(Registry {
                 index: Index::with_capacity(capacity),
                 closed: AtomicBool::new(false),
+                detached: sync::HintFlag::new(false),
             }),
             hasher,
         }
@@ -324,7 +330,7 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
         // reference does.
         // SAFETY: (1) pinned, so the node is not freed yet; (2) `try_get` took the
         // reference the `Ref` owns, and the `Ref` borrows `self`.
-        unsafe { Node::try_get(node).then(|| Ref::new(node)) }
+        unsafe { Node::try_get(node, self.registry.detached()).then(|| Ref::new(node)) }
     }
 
     /// Like [`get`](Self::get), but the reference does not borrow the table: it can go
@@ -498,6 +504,14 @@ fn check_keys<K: Eq + Clone>(
     Ok(())
 }
 
+impl<K, T> Registry<K, T> {
+    /// Whether an object was ever detached from this table: the guess `get` makes.
+    #[inline]
+    fn detached(&self) -> bool {
+        self.detached.load(Ordering::Relaxed)
+    }
+}
+
 impl<K: Eq, T> Registry<K, T> {
     /// Insert's check, under the locks of all its keys' shards (taken all at once, so two
     /// inserts cannot deadlock): returns the position of the first key that names a live
@@ -613,6 +627,9 @@ impl<K, T> Registry<K, T> {
         // Pinned before the node can be claimed: a closing table that claims and destroys
         // it cannot free it before we are done reading its state word.
         let _guard = sync::pin();
+        if !this.detached() {
+            this.detached.store(true, Ordering::Relaxed);
+        }
         // SAFETY: we own the node until `detach` hands it to the table.
         unsafe { node.as_ref() }.detach();
         sync::fence(Ordering::SeqCst);
@@ -740,7 +757,7 @@ impl<'a, K, T> Iterator for Iter<'a, K, T> {
             let node = slot.node();
             // One slot per object yields it: its first key's.
             // SAFETY: pinned, so the node is not freed yet.
-            if slot.idx() == 0 && unsafe { Node::try_get(node) } {
+            if slot.idx() == 0 && unsafe { Node::try_get(node, self.registry.detached()) } {
                 // SAFETY: `try_get` took the reference; the `Ref` borrows the table.
                 return Some(unsafe { Ref::new(node) });
             }
