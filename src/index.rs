@@ -347,10 +347,14 @@ impl<K, N: Keyed<K>> Index<K, N> {
     /// buckets a lookup of a present key reads, and the most keys in one shard. Exact
     /// when no writer runs.
     pub(crate) fn stats(&self, guard: &Guard) -> IndexStats {
-        let mut stats = IndexStats::default();
+        let mut stats = IndexStats {
+            shards: SHARDS,
+            ..IndexStats::default()
+        };
         for shard in 0..SHARDS {
             let buckets = self.buckets(shard, guard);
             stats.buckets += buckets.buckets.len();
+            stats.slots += buckets.buckets.len() * SLOTS;
             let mut entries = 0;
             for (at, bucket) in buckets.buckets.iter().enumerate() {
                 for slot in bucket.occupied() {
@@ -416,14 +420,19 @@ impl<K, N> Index<K, N> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct IndexStats {
-    /// Buckets over all shards (each 64 bytes, 7 slots).
+    /// Shards: each has its own lock and bucket array (63; two under loom).
+    pub shards: usize,
+    /// Buckets over all shards (each 64 bytes).
     pub buckets: usize,
+    /// Slots over all buckets (7 a bucket; two under loom): at most three quarters of
+    /// them hold an entry.
+    pub slots: usize,
     /// Keys linked (one per key of each object not yet unlinked).
     pub entries: usize,
     /// The most buckets a lookup of a linked key reads (1: every key in its home bucket).
     pub longest_probe: usize,
-    /// The most keys linked in one of the 63 shards (each has its own lock and array):
-    /// about `entries / 63` when the hashes spread well.
+    /// The most keys linked in one shard: about `entries / shards` when the hashes
+    /// spread well.
     pub largest_shard: usize,
 }
 

@@ -442,8 +442,18 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
         self.len() == 0
     }
 
-    /// The index's shape right now (bucket and key counts, longest probe, largest
+    /// The index's shape right now (shard, bucket and key counts, longest probe, largest
     /// shard): for tests and diagnostics, not a stable API.
+    ///
+    /// ```
+    /// let table = restable::ResTable::new();
+    /// let owners: Vec<_> = (0..10_000u64).map(|k| table.insert(&[k], k).unwrap()).collect();
+    /// let stats = table.index_stats();
+    /// assert_eq!(stats.entries, 10_000);
+    /// assert!(stats.entries * 4 <= stats.slots * 3, "at most three quarters full");
+    /// assert!(stats.largest_shard <= 2 * stats.entries / stats.shards);
+    /// # drop(owners);
+    /// ```
     #[doc(hidden)]
     pub fn index_stats(&self) -> crate::index::IndexStats {
         self.registry.index.stats(&sync::pin())

@@ -15,12 +15,6 @@ use std::hash::{BuildHasher, Hasher};
 /// with steps of one, dense stretches of hashes made runs of 27 buckets.)
 const LONGEST_PROBE: usize = 16;
 
-/// Slots per bucket.
-const SLOTS: usize = 7;
-
-/// Shards of the index.
-const SHARDS: usize = 63;
-
 /// Checks the index's shape after `n` objects: every key linked, probe sequences short,
 /// buckets neither overfull (growth kept up) nor mostly empty (growth did not overshoot),
 /// and no shard holding more than twice its share (over 400 tables of 200,000 objects,
@@ -28,12 +22,12 @@ const SHARDS: usize = 63;
 fn assert_shape<S: BuildHasher>(table: &ResTable<u64, u64, S>, n: usize, what: &str) {
     let stats = table.index_stats();
     assert_eq!(stats.entries, n, "{what}: {stats:?}");
-    let slots = stats.buckets * SLOTS;
+    let slots = stats.slots;
     assert!(
         stats.longest_probe <= LONGEST_PROBE
             && n * 4 <= slots * 3
             && n * 8 >= slots
-            && stats.largest_shard <= 2 * n.div_ceil(SHARDS),
+            && stats.largest_shard <= 2 * n.div_ceil(stats.shards),
         "{what}: {stats:?}"
     );
 }
