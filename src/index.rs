@@ -354,7 +354,6 @@ impl<K, N: Keyed<K>> Index<K, N> {
         for shard in 0..SHARDS {
             let buckets = self.buckets(shard, guard);
             stats.buckets += buckets.buckets.len();
-            stats.slots += buckets.buckets.len() * SLOTS;
             let mut entries = 0;
             for (at, bucket) in buckets.buckets.iter().enumerate() {
                 for slot in bucket.occupied() {
@@ -367,6 +366,7 @@ impl<K, N: Keyed<K>> Index<K, N> {
             stats.entries += entries;
             stats.largest_shard = stats.largest_shard.max(entries);
         }
+        stats.slots = stats.buckets * SLOTS;
         stats
     }
 }
