@@ -39,16 +39,18 @@
 //!   the key is absent; otherwise the next bucket of the sequence is read the same way.
 //!   A miss reads one line, a hit two (bucket, node).
 //! - **Writers** hold the shard's lock (its bit in the index's lock word, see
-//!   [`crate::lock`]), having prefetched each key's first bucket before taking it (so a
-//!   cold table's misses overlap instead of piling up inside the locks; see
-//!   [`Index::prefetch`]). Linking stores the slot, then the tag (both
-//!   `Release`); a reader that sees the tag sees the slot and the node behind it.
-//!   Unlinking clears the tag, then the slot; overflow bits stay until the next rebuild,
-//!   so a reader that started before the unlink never stops early. The slot is free for
-//!   the next insert at once. A reader that loaded a tag before the slot was cleared and
-//!   reused may load the new slot value: it compares that node's key like any other and
-//!   moves on if it differs. Nodes are retired through the epoch only after every one of
-//!   their slots was cleared, so whatever a pinned reader loads stays readable.
+//!   [`crate::lock`]), which is all they need to read it safely (see
+//!   [`ShardWriter`]), having prefetched each key's first bucket before taking it
+//!   (so a cold table's misses overlap instead of piling up inside the locks; see
+//!   [`Index::prefetch`]). Linking stores the slot, then the tag (both `Release`); a
+//!   reader that sees the tag sees the slot and the node behind it. Unlinking clears
+//!   the tag, then the slot; overflow bits stay until the next rebuild, so a reader
+//!   that started before the unlink never stops early. The slot is free for the next
+//!   insert at once. A reader that loaded a tag before the slot was cleared and
+//!   reused may load the new slot value: it compares that node's key like any other
+//!   and moves on if it differs. Nodes are retired through the epoch only after
+//!   every one of their slots was cleared, so whatever a pinned reader loads stays
+//!   readable.
 //! - **Why a stale answer is still a correct one.** Under one key the index holds at
 //!   most one node at a time: a writer unlinks a dead node's slot before linking its
 //!   successor. A reader that finds a dead node (in the current array, or in an older
@@ -393,15 +395,20 @@ impl<K, N> Index<K, N> {
     /// where a writer's locked instruction would also keep them from starting early.
     /// Only a hint: the writer probes the shard again under its lock, whatever happened
     /// in between. Under loom it does nothing, so that the models see the same accesses.
+    /// Needs no pin: it only computes the bucket's address from the array word and never
+    /// reads through it, and a prefetch of memory freed meanwhile is harmless.
     #[inline]
-    pub(crate) fn prefetch(&self, hash: u64, guard: &Guard) {
+    pub(crate) fn prefetch(&self, hash: u64) {
         #[cfg(not(loom))]
         {
-            let buckets = self.buckets(Self::shard_of(hash), guard);
-            crate::sync::prefetch(&buckets.buckets[hash as usize & buckets.mask()]);
+            // `Relaxed`: a hint; whatever array the word names, nothing is read from it.
+            let word = self.arrays[Self::shard_of(hash)].load(Ordering::Relaxed);
+            let buckets = array_parts(word);
+            let home = hash as usize & (buckets.len() - 1);
+            crate::sync::prefetch(buckets.cast::<Bucket<N>>().wrapping_add(home));
         }
         #[cfg(loom)]
-        let _ = (hash, guard);
+        let _ = hash;
     }
 
     /// The shard a hash lives in: bit `shard_of(hash)` of the shard-lock word.
@@ -508,14 +515,14 @@ impl<K, N> Drop for Index<K, N> {
 }
 
 /// A shard whose lock the caller holds (through [`LockedShards`]), for writing.
+///
+/// Writers need no pin: under the shard's lock nothing they read can be retired. Its
+/// array is replaced and retired only by a rebuild, under the same lock, and a node is
+/// retired only once all its slots are unlinked, also under the locks of their shards,
+/// so every node a locked shard's slots point to stays allocated while the lock is
+/// held. A rebuild pins, to retire the array it replaced; kills do not pin at all
+/// (inserts do, for the loom models' sake: see `table::pin_linker`).
 pub(crate) struct ShardWriter<'a, K, N> {
-    /// A pinned guard, shared by all the shards one insert or kill locks. Under the lock
-    /// nothing the writer reads can be retired, so the pin is not what keeps it safe; it
-    /// is there to retire an array after a rebuild, and because loom explored only one
-    /// execution of an insert racing a get (instead of 53,439) when writers read under
-    /// `crossbeam_epoch::unprotected()`: we keep the models honest for one pin per insert
-    /// or kill.
-    guard: &'a Guard,
     state: CellMut<'a, ShardState>,
     shard: &'a Shard,
     array: &'a AtomicPtr<Bucket<N>>,
@@ -585,7 +592,6 @@ impl<K, N: Keyed<K>> ShardWriter<'_, K, N> {
     /// retires the old one. Waits for nothing: readers on the old array see it frozen.
     #[cold]
     fn rebuild(&mut self, len: usize) {
-        let guard = self.guard;
         let old = self.buckets();
         let old_bytes = size_of_val(old.buckets);
         let new = array_word(Bucket::array(len));
@@ -603,6 +609,11 @@ impl<K, N: Keyed<K>> ShardWriter<'_, K, N> {
         }
         self.state.overflows = overflows;
         let retired = self.array.swap(new, Ordering::Release);
+        // Pinned after the swap, which is enough: the epoch frees deferred work once
+        // every thread pinned at the time of the deferral has unpinned, and a reader
+        // that may still walk the old array loaded its word while pinned, before the
+        // swap, and is still pinned now.
+        let guard = crate::sync::pin();
         // SAFETY: the old array is unreachable for new readers from the swap on; the
         // epoch frees it once every reader that may still walk it has unpinned. Only the
         // array is freed: the nodes are not the index's.
@@ -849,28 +860,21 @@ impl<K, N: Keyed<K>> Buckets<'_, K, N> {
 /// when dropped.
 pub(crate) struct LockedShards<'a, K, N> {
     index: &'a Index<K, N>,
-    /// The pinned guard the writers read under.
-    guard: &'a Guard,
     /// Bit `i`: shard `i` is held.
     set: u64,
 }
 
 impl<'a, K, N> LockedShards<'a, K, N> {
-    /// Locks the shards of these key hashes; the writers read them under `guard`. Each
-    /// key's first bucket is prefetched before the locks are taken (see
-    /// [`Index::prefetch`]).
+    /// Locks the shards of these key hashes. Each key's first bucket is prefetched
+    /// before the locks are taken (see [`Index::prefetch`]).
     #[inline]
-    pub(crate) fn new(
-        index: &'a Index<K, N>,
-        hashes: impl Iterator<Item = u64>,
-        guard: &'a Guard,
-    ) -> Self {
+    pub(crate) fn new(index: &'a Index<K, N>, hashes: impl Iterator<Item = u64>) -> Self {
         let set = hashes.fold(0, |set, hash| {
-            index.prefetch(hash, guard);
+            index.prefetch(hash);
             set | 1 << Index::<K, N>::shard_of(hash)
         });
         index.locks.lock(set);
-        LockedShards { index, guard, set }
+        LockedShards { index, set }
     }
 
     /// The locked shard that `hash` lives in.
@@ -883,7 +887,6 @@ impl<'a, K, N> LockedShards<'a, K, N> {
         );
         let shard = &self.index.shards[at];
         ShardWriter {
-            guard: self.guard,
             // SAFETY: we hold the shard's lock bit until we are dropped, and `&mut self`
             // keeps this the only `CellMut` of it while the writer lives.
             state: unsafe { shard.state.get_mut() },

@@ -143,22 +143,25 @@
 //!
 //! ## Reclamation
 //!
-//! Readers dereference bucket arrays and nodes only while pinned to a crossbeam-epoch
-//! epoch. A node is allocated together with its keys and retired as one block, only
-//! after all its slots are cleared, by whoever finishes with it last: the drain (after
-//! moving the value out), or — if the owner was dropped — the last put or the
-//! owner's drop. Retired nodes and replaced bucket arrays are handed to the collector,
-//! which runs their disposal once every thread pinned at that time has unpinned (the
-//! collector advances when some thread collects: on every 128th outermost pin of a
-//! thread, and on every fourth [`ReadSection::refresh`]). A node's
-//! block then goes back to the index shard of its first key, and that shard's next insert
-//! builds its node in it (see `recycle`): the collector usually runs on a reader, and
-//! handing it a lock-free push instead of a cross-thread `free` keeps readers clear of
-//! the allocator's locks. Growing a shard copies its slots into a new array, publishes it
-//! and retires the old one: it waits for nothing, and readers still on the old array see
-//! a frozen copy, which liveness in the nodes makes harmless. A reader that reaches a
-//! killed node only reads its state word (its CAS fails), never the value, and holds
-//! nothing that delays the drain.
+//! Readers dereference bucket arrays and nodes only while pinned to a
+//! crossbeam-epoch epoch. Writers need no pin: under a shard's lock, its array and
+//! the nodes its slots point to cannot be retired, since only that lock's holders
+//! retire them (a rebuild pins to retire the array it replaced). A node is allocated
+//! together with its keys and retired as one block, only after all its slots are
+//! cleared, by whoever finishes with it last: the drain (after moving the value
+//! out), or — if the owner was dropped — the last put or the owner's drop. Retired
+//! nodes and replaced bucket arrays are handed to the collector, which runs their
+//! disposal once every thread pinned at that time has unpinned (the collector
+//! advances when some thread collects: on every 128th outermost pin of a thread, and
+//! on every fourth [`ReadSection::refresh`]). A node's block then goes back to the
+//! index shard of its first key, and that shard's next insert builds its node in it
+//! (see `recycle`): the collector usually runs on a reader, and handing it a
+//! lock-free push instead of a cross-thread `free` keeps readers clear of the
+//! allocator's locks. Growing a shard copies its slots into a new array, publishes
+//! it and retires the old one: it waits for nothing, and readers still on the old
+//! array see a frozen copy, which liveness in the nodes makes harmless. A reader
+//! that reaches a killed node only reads its state word (its CAS fails), never the
+//! value, and holds nothing that delays the drain.
 //!
 //! **The last user holds no reference into the node.** A put or an abandon may, with its
 //! read-modify-write, make another thread the node's last user, which may then drop the

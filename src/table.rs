@@ -231,10 +231,10 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
         // made so far and `value` are dropped on the way out, and no lock is held.
         let mut cloned = ClonedKeys::empty();
         cloned.clone_in(keys);
-        let guard = sync::pin();
+        let _pinned = pin_linker();
         // Declared after `cloned`, so that on every path (a panicking `K::eq` included)
         // the locks are released before a key or the value is dropped.
-        let mut locked = LockedShards::new(&self.registry.index, hashes.iter().copied(), &guard);
+        let mut locked = LockedShards::new(&self.registry.index, hashes.iter().copied());
         if let Some(taken) = self.registry.check_free(&mut locked, keys, hashes) {
             drop(locked);
             // The key of the error is our clone of it: no further user code can fail here
@@ -559,8 +559,8 @@ impl<K: Eq, T> Registry<K, T> {
         // SAFETY: the caller (a `Dying`) owns the node, so it stays allocated.
         let this = unsafe { node.as_ref() };
         let hashes = this.hashes();
-        let guard = sync::pin();
-        let mut locked = LockedShards::new(&self.index, hashes.iter().copied(), &guard);
+        let _pinned = pin_linker();
+        let mut locked = LockedShards::new(&self.index, hashes.iter().copied());
         if let Some(taken) = self.check_free(&mut locked, this.keys(), hashes) {
             return Err(taken);
         }
@@ -670,8 +670,7 @@ impl<K, T> Registry<K, T> {
     /// slots, so that its keys can be inserted again.
     fn unlink_all(&self, node: &Node<K, T>) {
         let hashes = node.hashes();
-        let guard = sync::pin();
-        let mut locked = LockedShards::new(&self.index, hashes.iter().copied(), &guard);
+        let mut locked = LockedShards::new(&self.index, hashes.iter().copied());
         for (idx, &hash) in hashes.iter().enumerate() {
             locked.writer(hash).unlink(hash, Slot::new(node, idx));
         }
@@ -691,6 +690,19 @@ impl<K, T> Registry<K, T> {
             self.index.recycle(home, Node::dispose(node));
         }
     }
+}
+
+/// The pin an insert or a revive holds while it checks and links its keys. Not for
+/// safety: under its shard locks a writer reads nothing that could be retired (see
+/// `index::ShardWriter`), and kills do not pin. But in a loom model whose thread starts
+/// with an insert, that thread then meets the others only on the index's atomics, and
+/// loom's preemption-bounded search, starting from a schedule that runs the other
+/// thread's lookup first, explored a single execution of `get_vs_insert_publish`
+/// (instead of 49,055) and reported success; a pin gives the search a race on the
+/// collector's shared state to branch from. It costs an insert one fence (a few ns);
+/// the models' `model_seeing` checks now fail if such a collapse comes back.
+fn pin_linker() -> Guard {
+    sync::pin()
 }
 
 /// Drops the value of a dead node that nobody holds any more and retires the node. The

@@ -9,7 +9,7 @@ mod support;
 
 use loom::sync::Arc;
 use loom::thread;
-use support::{model, spawn_with, Qp, Table};
+use support::{model, model_seeing, spawn_with, Qp, Table};
 
 const QPN: u32 = 0x51;
 const SQ: u32 = 0x8000_0003;
@@ -88,7 +88,7 @@ fn remove_vs_get() {
 /// hole the kernel's `abort_del` leaves): exactly one of them gets the id.
 #[test]
 fn revive_vs_insert() {
-    model("revive_vs_insert", || {
+    model_seeing("revive_vs_insert", &["revived", "created"], |seen| {
         let table = Arc::new(Table::new());
         let (old, old_drops) = Qp::new(1);
         let dying = table.insert(&[QPN, SQ], old).unwrap().kill();
@@ -97,11 +97,15 @@ fn revive_vs_insert() {
         let revived = dying.revive();
         let created = creator.join().unwrap();
         match (&revived, &created) {
-            (Ok(_), None) => assert_eq!(table.get(&SQ).map(|qp| qp.read()), Some(1)),
+            (Ok(_), None) => {
+                assert_eq!(table.get(&SQ).map(|qp| qp.read()), Some(1));
+                seen.saw("revived");
+            }
             (Err(err), Some(_)) => {
                 assert_eq!(err.key(), &SQ);
                 assert_eq!(table.get(&SQ).map(|qp| qp.read()), Some(2));
                 assert!(table.get(&QPN).is_none());
+                seen.saw("created");
             }
             _ => panic!("revive and insert both won, or both lost"),
         }

@@ -12,7 +12,7 @@ use loom::sync::Arc;
 use loom::thread;
 use restable::{InsertErrorKind, Owner};
 use std::time::Duration;
-use support::{model, spawn_with, Qp, Table};
+use support::{model, model_seeing, spawn_with, Qp, Table};
 
 const QPN: u32 = 0x51;
 const SQ: u32 = 0x8000_0003; // send queue ids carry bit 31, as mana's MANA_SENDQ_MASK
@@ -77,7 +77,7 @@ fn last_put_vs_drainer_parking() {
 /// refcount and completion. A get racing the insert sees a fully built object or none.
 #[test]
 fn get_vs_insert_publish() {
-    model("get_vs_insert_publish", || {
+    model_seeing("get_vs_insert_publish", &["found", "not yet"], |seen| {
         let table = Arc::new(Table::new());
         let creator = spawn_with(&table, move |table| {
             table.insert(&[QPN, RQ], Qp::new(3).0).unwrap()
@@ -85,6 +85,9 @@ fn get_vs_insert_publish() {
         if let Some(qp) = table.get(&RQ) {
             assert_eq!(qp.read(), 3, "half-initialized object");
             assert_eq!(qp.keys(), &[QPN, RQ]);
+            seen.saw("found");
+        } else {
+            seen.saw("not yet");
         }
         let owner = creator.join().unwrap();
         owner.kill_and_drain();
@@ -96,7 +99,7 @@ fn get_vs_insert_publish() {
 /// every other key resolves too (a UD QP stored under its send then its receive queue).
 #[test]
 fn multi_key_insert_is_atomic() {
-    model("multi_key_insert_is_atomic", || {
+    model_seeing("multi_key_insert_is_atomic", &["both", "neither"], |seen| {
         let table = Arc::new(Table::new());
         let creator = spawn_with(&table, move |table| {
             table.insert(&[SQ, RQ], Qp::new(4).0).unwrap()
@@ -107,6 +110,11 @@ fn multi_key_insert_is_atomic() {
             !on_sq || on_rq,
             "found by its first key but not by its second"
         );
+        seen.saw(match (on_sq, on_rq) {
+            (true, true) => "both",
+            (false, false) => "neither",
+            _ => "second only",
+        });
         creator.join().unwrap().kill_and_drain();
         restable::loom_collect();
     });
@@ -192,7 +200,7 @@ fn reuse_after_kill_vs_get() {
 /// 7. Two creates racing for one id: exactly one wins; the loser gets its value back.
 #[test]
 fn two_inserts_for_one_key() {
-    model("two_inserts_for_one_key", || {
+    model_seeing("two_inserts_for_one_key", &["mine", "theirs"], |seen| {
         let table = Arc::new(Table::new());
         let other = spawn_with(&table, move |table| {
             table
@@ -204,8 +212,14 @@ fn two_inserts_for_one_key() {
             .map_err(|e| e.into_value().read());
         let theirs = other.join().unwrap();
         match (&mine, &theirs) {
-            (Ok(_), Err(9)) => assert_eq!(table.get(&QPN).unwrap().read(), 10),
-            (Err(10), Ok(_)) => assert_eq!(table.get(&QPN).unwrap().read(), 9),
+            (Ok(_), Err(9)) => {
+                assert_eq!(table.get(&QPN).unwrap().read(), 10);
+                seen.saw("mine");
+            }
+            (Err(10), Ok(_)) => {
+                assert_eq!(table.get(&QPN).unwrap().read(), 9);
+                seen.saw("theirs");
+            }
             _ => panic!(
                 "not exactly one winner: {:?} {:?}",
                 mine.is_ok(),

@@ -78,6 +78,41 @@ impl Drop for Qp {
     }
 }
 
+/// The outcomes a model has seen, over all its executions (see [`model_seeing`]).
+#[derive(Clone, Default)]
+pub struct Seen(std::sync::Arc<std::sync::Mutex<Vec<&'static str>>>);
+
+impl Seen {
+    /// Records that this execution ended with `outcome`.
+    pub fn saw(&self, outcome: &'static str) {
+        let mut seen = self.0.lock().unwrap();
+        if !seen.contains(&outcome) {
+            seen.push(outcome);
+        }
+    }
+}
+
+/// Runs one model like [`model`], then fails unless its executions, together, ended
+/// with every one of `expected`: a model whose race loom never actually ran (both
+/// orders of an insert and a lookup, say) passes vacuously otherwise, as
+/// `get_vs_insert_publish` once did with one execution.
+pub fn model_seeing<F>(name: &str, expected: &[&'static str], f: F)
+where
+    F: Fn(&Seen) + Sync + Send + 'static,
+{
+    let seen = Seen::default();
+    let recorder = seen.clone();
+    model(name, move || f(&recorder));
+    let seen = seen.0.lock().unwrap();
+    for outcome in expected {
+        assert!(
+            seen.contains(outcome),
+            "model {name}: no execution ended with `{outcome}` (saw {seen:?}): loom did not \
+             explore the race"
+        );
+    }
+}
+
 /// Runs one model with the preemption bound from `LOOM_MAX_PREEMPTIONS` (2 if unset)
 /// and reports how many executions loom explored.
 pub fn model<F>(name: &str, f: F)
