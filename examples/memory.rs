@@ -21,11 +21,24 @@ type Value = u64;
 
 /// Heap bytes per object that `fill` leaves allocated, minus the value's own size.
 fn per_object<R>(fill: impl FnOnce() -> R) -> f64 {
+    // What the previous measurement retired (its table's nodes, freed through the epoch)
+    // must be gone first: freed while `fill` runs, it would count against this one.
+    collect_garbage();
     let before = live_bytes();
     let kept = fill();
+    // Index arrays replaced while the table grew wait for the epoch too; they are not
+    // part of what the table holds.
+    collect_garbage();
     let after = live_bytes();
     drop(kept);
     (after - before) as f64 / OBJECTS as f64 - std::mem::size_of::<Value>() as f64
+}
+
+/// Lets the epoch advance until everything retired so far is freed.
+fn collect_garbage() {
+    for _ in 0..256 {
+        crossbeam_epoch::pin().flush();
+    }
 }
 
 fn keys(i: u64, n: u64) -> Vec<u64> {
