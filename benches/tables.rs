@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 use support::{
     key, DashMapArc, Floor, Impl, KernelPattern, Key, MutexMap, PapayaArc, Restable,
-    RestableSection, RwLockMap, SccArc, Session, Slab,
+    RestableAligned, RestableSection, RwLockMap, SccArc, Session, Slab,
 };
 
 /// Runs `$bench::<I>($args)` for every implementation.
@@ -25,6 +25,7 @@ macro_rules! for_each_impl {
     ($bench:ident($($arg:expr),*)) => {
         $bench::<Restable>($($arg),*);
         $bench::<RestableSection>($($arg),*);
+        $bench::<RestableAligned>($($arg),*);
         $bench::<MutexMap>($($arg),*);
         $bench::<RwLockMap>($($arg),*);
         $bench::<KernelPattern>($($arg),*);

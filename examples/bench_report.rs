@@ -14,9 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// The column order; implementations not listed here follow in name order.
-const COLUMNS: [&str; 10] = [
+const COLUMNS: [&str; 11] = [
     "restable",
     "restable-section",
+    "restable-aligned",
     "floor",
     "mutex-hashmap",
     "rwlock-hashmap",

@@ -9,7 +9,7 @@ mod counting_alloc;
 
 use counting_alloc::{live_bytes, Counting};
 use parking_lot::Mutex;
-use restable::ResTable;
+use restable::{Builder, ResTable};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -47,17 +47,18 @@ fn keys(i: u64, n: u64) -> Vec<u64> {
 
 fn main() {
     println!(
-        "| keys per object | restable (bytes/object) | Mutex<HashMap<K, Arc<T>>> (bytes/object) |"
+        "| keys per object | restable | restable, cache-aligned | Mutex<HashMap<K, Arc<T>>> |"
     );
-    println!("|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|");
     for n in [1, 6] {
-        let restable = per_object(|| {
-            let table = ResTable::<u64, Value>::new();
+        let fill = |table: ResTable<u64, Value>| {
             let owners: Vec<_> = (0..OBJECTS)
                 .map(|i| table.insert(&keys(i, n), i).unwrap())
                 .collect();
             (table, owners)
-        });
+        };
+        let restable = per_object(|| fill(ResTable::new()));
+        let aligned = per_object(|| fill(Builder::new().cache_aligned().build()));
         let naive = per_object(|| {
             let map =
                 Mutex::new(HashMap::<u64, Arc<Value>, foldhash::fast::RandomState>::default());
@@ -75,7 +76,7 @@ fn main() {
                 .collect();
             (map, owners)
         });
-        println!("| {n} | {restable:.0} | {naive:.0} |");
+        println!("| {n} | {restable:.0} | {aligned:.0} | {naive:.0} |");
     }
     println!(
         "\n{OBJECTS} objects of {} bytes each; grown tables included, as a user would hold them.",

@@ -79,9 +79,10 @@
 //!
 //! The index knows nothing about node state: the table decides what a found node means.
 
+use crate::block::{Block, Carver};
 use crate::lock::ShardLocks;
 use crate::node::NODE_ALIGN;
-use crate::recycle::{Block, Incoming, Spare};
+use crate::recycle::{Incoming, Spare};
 use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, CellMut, Guard, LockedCell, Ordering};
 use equivalent::Equivalent;
 use std::ptr;
@@ -268,6 +269,9 @@ struct ShardState {
     overflows: usize,
     /// Node blocks for this shard's next inserts (see [`crate::recycle`]).
     spare: Spare,
+    /// Where this shard's new node blocks come from in a cache-aligned table (see
+    /// [`crate::block`]); others allocate each block on its own.
+    pages: Option<Carver>,
 }
 
 /// One cache line of the index.
@@ -302,8 +306,9 @@ struct Buckets<'a, K, N> {
 }
 
 impl<K, N: Keyed<K>> Index<K, N> {
-    /// An index with room for about `capacity` keys before any shard grows.
-    pub(crate) fn with_capacity(capacity: usize) -> Self {
+    /// An index with room for about `capacity` keys before any shard grows, whose nodes
+    /// are carved as whole cache lines if `cache_aligned`.
+    pub(crate) fn with_capacity(capacity: usize, cache_aligned: bool) -> Self {
         let per_shard = capacity.div_ceil(SHARDS) * LOAD_DEN / LOAD_NUM;
         let buckets = per_shard.div_ceil(SLOTS).next_power_of_two();
         let arrays = std::array::from_fn(|_| AtomicPtr::new(array_word(Bucket::array(buckets))));
@@ -312,6 +317,7 @@ impl<K, N: Keyed<K>> Index<K, N> {
                 len: 0,
                 overflows: 0,
                 spare: Spare::new(),
+                pages: cache_aligned.then(Carver::new),
             }),
             objects: AtomicUsize::new(0),
             incoming: Incoming::new(),
@@ -577,15 +583,19 @@ impl<K, N: Keyed<K>> ShardWriter<'_, K, N> {
         self.state.len += 1;
     }
 
-    /// A recycled block with `layout` for a node whose first key lives here, if one is
-    /// at hand. Takes in the blocks recycled since the last writer first (so a shard
-    /// that only sees kills still bounds what it keeps).
-    pub(crate) fn take_block(
-        &mut self,
-        layout: std::alloc::Layout,
-    ) -> Option<std::ptr::NonNull<u8>> {
+    /// A block with `layout` for a node whose first key lives here: a recycled one if one
+    /// is at hand, else a new one. Takes in the blocks recycled since the last writer
+    /// first (so a shard that only sees kills still bounds what it keeps).
+    pub(crate) fn block(&mut self, layout: std::alloc::Layout) -> Block {
         self.absorb_recycled();
-        self.state.spare.take(layout)
+        let state = &mut *self.state;
+        state
+            .spare
+            .take(layout)
+            .unwrap_or_else(|| match &mut state.pages {
+                Some(pages) => pages.block(layout),
+                None => Block::alloc(layout),
+            })
     }
 
     /// Copies every occupied slot into a new array of `len` buckets, publishes it and

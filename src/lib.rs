@@ -42,9 +42,12 @@
 //! # The algorithm
 //!
 //! Two structures: an **index** from key to node, and per object a **node** holding one
-//! atomic **state word**, its keys and their hashes, and the value — all in one
-//! allocation, so an insert allocates once and a lookup finds the state word and the key
-//! it compares in the node's first cache line. The index holds only values — per key, a
+//! atomic **state word**, its keys and their hashes, and the value — all in one block,
+//! so an insert allocates once and a lookup finds the state word and the key it compares
+//! at the node's start. A block is an allocation of its own or, in a table built
+//! [`cache_aligned`](Builder::cache_aligned), whole cache lines carved from the table's
+//! pages (see the `block` module), so that a small node's state word, first key and value
+//! share one line no other node touches. The index holds only values — per key, a
 //! tag of its hash and the node's address with the key's position — in one-cache-line
 //! buckets (see the `index` module): a miss reads one line, a hit two.
 //!
@@ -155,7 +158,7 @@
 //! advances when some thread collects: on every 128th outermost pin of a thread, and
 //! on every fourth [`ReadSection::refresh`]). A node's block then goes back to the
 //! index shard of its first key, and that shard's next insert builds its node in it
-//! (see `recycle`): the collector usually runs on a reader, and handing it a
+//! (see `recycle`; a page goes back to the allocator with the last of its blocks): the collector usually runs on a reader, and handing it a
 //! lock-free push instead of a cross-thread `free` keeps readers clear of the
 //! allocator's locks. Growing a shard copies its slots into a new array, publishes
 //! it and retires the old one: it waits for nothing, and readers still on the old
@@ -209,6 +212,8 @@
 #![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
 #![warn(rust_2018_idioms)]
 
+mod block;
+mod builder;
 mod drain;
 mod error;
 mod guard;
@@ -227,6 +232,7 @@ mod table;
 #[doc(hidden)]
 pub use sync::collect as loom_collect;
 
+pub use builder::Builder;
 pub use drain::{Drain, Dying};
 pub use equivalent::Equivalent;
 pub use error::{InsertError, InsertErrorKind, ReviveError};

@@ -14,11 +14,11 @@
 //! The orderings are argued in the crate documentation; each call site repeats the short
 //! version.
 
+use crate::block::Block;
 use crate::index::Keyed;
-use crate::recycle::Block;
 use crate::sync::{self, AtomicUsize, Ordering, Parked};
 use crate::table::MAX_KEYS;
-use std::alloc::{self, Layout};
+use std::alloc::Layout;
 use std::marker::PhantomData;
 use std::mem::{align_of, size_of, MaybeUninit};
 use std::panic::{self, AssertUnwindSafe};
@@ -60,7 +60,7 @@ const MAX_REFS: usize = REFS >> 1;
 /// holds the keys, their hashes and the value,
 ///
 /// ```text
-/// [ Node: state, len, value offset ][ K; len ][ u64; len ][ T ]
+/// [ Node: state, len, line, value offset ][ K; len ][ u64; len ][ T ]
 /// ```
 ///
 /// so an insert allocates once and a kill frees once, and a lookup that finds a key's
@@ -68,17 +68,20 @@ const MAX_REFS: usize = REFS >> 1;
 /// node's first cache line. The header is two words: the hashes (each key's, so kill
 /// and index growth need no hasher) start right after the keys, and are found by
 /// computing that offset again from the key count ([`Node::hashes_at`]). The block is
-/// aligned to [`NODE_ALIGN`], so the index can keep a key's position in the low bits of
-/// the node's address. The block's size is not rounded up to that alignment (the
-/// allocator rounds as it needs): a node of one `u64` key and a `u64` value takes 40
-/// bytes, a 48-byte chunk for glibc's `malloc`, where rounding made it 64. The node is
-/// only ever handled through raw pointers that cover the whole block (from the
-/// allocation), so `&Node` can reach the arrays behind it.
+/// aligned to at least [`NODE_ALIGN`], so the index can keep a key's position in the low
+/// bits of the node's address. Nodes of up to eight lines are carved from their shard's
+/// pages as whole cache lines (see [`crate::block`]): a node of one `u64` key and a
+/// `u64` value (40 bytes) fills one line of its own, which holds its state word, key and
+/// value, and which no neighbour shares. The node is only ever handled through raw
+/// pointers that cover the whole block (from the allocation), so `&Node` can reach the
+/// arrays behind it.
 #[repr(C)]
 pub(crate) struct Node<K, T> {
     state: AtomicUsize,
     /// How many keys.
-    len: u32,
+    len: u16,
+    /// Where the block sits in its page ([`Block::line`]), for whoever frees it.
+    line: u16,
     /// Where the value sits, from the start of the block. Moved out by the drain or
     /// dropped by the last holder; never by `free`.
     value_at: u32,
@@ -88,6 +91,11 @@ pub(crate) struct Node<K, T> {
 /// The alignment of every node block: the index stores a key's position (below
 /// `MAX_KEYS`) in the low bits of its node's address.
 pub(crate) const NODE_ALIGN: usize = MAX_KEYS;
+
+const _: () = assert!(
+    MAX_KEYS <= u16::MAX as usize,
+    "a key count fits the header's `len`"
+);
 
 /// An insert's own clones of its keys, made before it takes any shard lock: `K::clone`
 /// is user code, which may panic or block, and must not run under a lock. Moved into the
@@ -248,13 +256,12 @@ impl<K, T> Node<K, T> {
     }
 
     /// A node that is owned but not yet live (no `get` can take a reference to it);
-    /// `hashes[i]` is key `i`'s hash. It is built in the block `reuse` returns for the
-    /// node's layout (a recycled block of exactly that layout) or, if it returns none, in
-    /// a new allocation, in place: `value` is written straight into the block, never into
-    /// a `Node` on the stack first, so a large `T` costs no extra stack copy. Runs no user
-    /// code.
+    /// `hashes[i]` is key `i`'s hash. It is built in the block `block` returns for the
+    /// node's layout (a recycled block of exactly that layout, or a new one), in place:
+    /// `value` is written straight into the block, never into a `Node` on the stack
+    /// first, so a large `T` costs no extra stack copy. Runs no user code.
     pub(crate) fn new_in(
-        reuse: impl FnOnce(Layout) -> Option<NonNull<u8>>,
+        block: impl FnOnce(Layout) -> Block,
         keys: &mut ClonedKeys<K>,
         hashes: &[u64],
         value: T,
@@ -262,11 +269,9 @@ impl<K, T> Node<K, T> {
         let len = keys.len;
         debug_assert_eq!(len, hashes.len());
         let layout = Self::layout(len);
-        let base = reuse(layout).unwrap_or_else(|| {
-            // SAFETY: the layout is never zero-sized (the header holds the state word).
-            let base = unsafe { alloc::alloc(layout) };
-            NonNull::new(base).unwrap_or_else(|| alloc::handle_alloc_error(layout))
-        });
+        let block = block(layout);
+        debug_assert_eq!(block.layout, layout);
+        let base = block.ptr;
         let node = base.cast::<Self>();
         // SAFETY: every offset lies inside the block, whose size `layout` computed from
         // them, and fits a `u32` (`FITS`, checked there); every field and array slot
@@ -286,7 +291,8 @@ impl<K, T> Node<K, T> {
             base.add(Self::value_at(len)).cast::<T>().write(value);
             node.write(Node {
                 state: AtomicUsize::new(OWNED),
-                len: len as u32,
+                len: len as u16,
+                line: block.line,
                 value_at: Self::value_at(len) as u32,
                 _owns: PhantomData,
             });
@@ -315,7 +321,7 @@ impl<K, T> Node<K, T> {
         // SAFETY: the caller's contract; `len` and the offsets describe the block `new_in`
         // built. The value is separate (moved out or dropped already).
         unsafe {
-            let len = (*node).len as usize;
+            let (len, line) = ((*node).len as usize, (*node).line);
             let keys = ptr::slice_from_raw_parts_mut(Self::keys_ptr(node).cast_mut(), len);
             // This usually runs in the epoch's collector, on whichever thread collects: a
             // panicking `K::drop` must not escape from that thread's unrelated `get`, nor
@@ -327,6 +333,7 @@ impl<K, T> Node<K, T> {
             Block {
                 ptr: NonNull::new_unchecked(node.cast()),
                 layout: Self::layout(len),
+                line,
             }
         }
     }
@@ -709,7 +716,7 @@ mod tests {
     impl<T> Owned<T> {
         fn new(keys: &[u32], value: T) -> Self {
             Owned(Node::new_in(
-                |_| None,
+                Block::alloc,
                 &mut cloned(keys),
                 &vec![0; keys.len()],
                 value,

@@ -28,8 +28,9 @@
 //! the blocks retired since that shard's last writer; the index frees them all when the
 //! table goes.
 
+use crate::block::Block;
 use crate::sync::{AtomicPtr, Ordering};
-use std::alloc::{self, Layout};
+use std::alloc::Layout;
 use std::ptr::{self, NonNull};
 
 /// The most spare blocks a shard keeps for reuse; more are freed. Enough to absorb the
@@ -45,25 +46,14 @@ const SCAN: usize = 8;
 struct Free {
     next: *mut Free,
     layout: Layout,
-}
-
-/// A block whose node is dead and past its grace period, with the layout it was
-/// allocated with.
-pub(crate) struct Block {
-    pub(crate) ptr: NonNull<u8>,
-    pub(crate) layout: Layout,
+    line: u16,
 }
 
 impl Block {
-    pub(crate) fn free(self) {
-        // SAFETY: `ptr` was allocated with `layout` and nothing else refers to it.
-        unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) }
-    }
-
     /// Writes the `Free` header over the block and returns it as a stack link.
     fn into_link(self, next: *mut Free) -> *mut Free {
         assert!(
-            self.layout.size() >= size_of::<Free>() && self.layout.align() >= align_of::<Free>(),
+            self.size() >= size_of::<Free>() && self.layout.align() >= align_of::<Free>(),
             "restable: a node block is too small to recycle"
         );
         let link = self.ptr.as_ptr().cast::<Free>();
@@ -72,6 +62,7 @@ impl Block {
             link.write(Free {
                 next,
                 layout: self.layout,
+                line: self.line,
             })
         };
         link
@@ -81,9 +72,9 @@ impl Block {
     /// `link` came from `into_link` and is owned by the caller.
     unsafe fn from_link(link: *mut Free) -> (Block, *mut Free) {
         // SAFETY: the caller's contract.
-        let Free { next, layout } = unsafe { link.read() };
+        let Free { next, layout, line } = unsafe { link.read() };
         let ptr = NonNull::new(link.cast::<u8>()).expect("a stack link is never null");
-        (Block { ptr, layout }, next)
+        (Block { ptr, layout, line }, next)
     }
 }
 
@@ -169,7 +160,7 @@ impl Spare {
     }
 
     /// A spare block with `layout`, if one is among the first [`SCAN`] spare blocks.
-    pub(crate) fn take(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+    pub(crate) fn take(&mut self, layout: Layout) -> Option<Block> {
         let mut at: *mut *mut Free = &mut self.head;
         for _ in 0..SCAN {
             // SAFETY: `at` is the list head or the `next` field of a link on it; links on
@@ -185,7 +176,7 @@ impl Spare {
                     let (block, next) = Block::from_link(link);
                     *at = next;
                     self.len -= 1;
-                    return Some(block.ptr);
+                    return Some(block);
                 }
             }
             // SAFETY: as above.
@@ -211,10 +202,7 @@ mod tests {
     use super::*;
 
     fn block(size: usize) -> Block {
-        let layout = Layout::from_size_align(size, 8).unwrap();
-        // SAFETY: non-zero size.
-        let ptr = NonNull::new(unsafe { alloc::alloc(layout) }).unwrap();
-        Block { ptr, layout }
+        Block::alloc(Layout::from_size_align(size, 8).unwrap())
     }
 
     #[test]
@@ -234,11 +222,11 @@ mod tests {
         // layout finds its block behind it, and then none is left for that layout.
         let got_big = spare.take(big).expect("the 128-byte block is spare");
         assert!(spare.take(big).is_none());
-        assert_eq!(spare.take(small), Some(a_ptr));
+        let got_small = spare.take(small).expect("the 64-byte block is spare");
+        assert_eq!(got_small.ptr, a_ptr);
         assert_eq!(spare.len, 0);
-        for (ptr, layout) in [(got_big, big), (a_ptr, small)] {
-            Block { ptr, layout }.free();
-        }
+        got_big.free();
+        got_small.free();
     }
 
     #[test]

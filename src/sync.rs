@@ -106,6 +106,14 @@ pub(crate) fn after_release() {
     std::thread::sleep(std::time::Duration::from_millis(100));
 }
 
+#[cfg(loom)]
+pub(crate) use loom::alloc::{alloc, dealloc};
+/// The allocator for node pages (`crate::block`). Under loom, its leak tracking: a
+/// model whose page is never freed (a count that never reaches zero) fails at the end of
+/// the execution.
+#[cfg(not(loom))]
+pub(crate) use std::alloc::{alloc, dealloc};
+
 /// Pins the current thread to the epoch used by every table.
 #[cfg(not(loom))]
 #[inline]

@@ -35,7 +35,9 @@ pub type DefaultHashBuilder = foldhash::fast::FixedState;
 ///
 /// See the [crate documentation](crate) for the algorithm.
 ///
-/// Memory: an object is one allocation (its value, keys and their hashes). When it is
+/// Memory: an object is one block (its value, keys and their hashes): an allocation of
+/// its own, or whole cache lines of the table's pages in a table built
+/// [`cache_aligned`](crate::Builder::cache_aligned). When it is
 /// destroyed, that block waits for the epoch's grace period and then goes back to the
 /// table for the next insert instead of to the allocator; each of the index's 63 shards
 /// keeps up to 64 such blocks, and frees the rest. So a table that shrinks keeps a little
@@ -175,9 +177,14 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     /// assert!(table.is_empty());
     /// ```
     pub fn with_capacity_and_hasher(capacity: usize, hasher: S) -> Self {
+        Self::from_parts(capacity, hasher, false)
+    }
+
+    /// What [`Builder::build`](crate::Builder::build) makes.
+    pub(crate) fn from_parts(capacity: usize, hasher: S, cache_aligned: bool) -> Self {
         ResTable {
             registry: Arc::new(Registry {
-                index: Index::with_capacity(capacity),
+                index: Index::with_capacity(capacity, cache_aligned),
                 closed: AtomicBool::new(false),
                 detached: sync::HintFlag::new(false),
             }),
@@ -248,7 +255,7 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
         }
         // The node's home shard is its first key's (see `Node::home`).
         let node = Node::new_in(
-            |layout| locked.writer(hashes[0]).take_block(layout),
+            |layout| locked.writer(hashes[0]).block(layout),
             &mut cloned,
             hashes,
             value,

@@ -9,7 +9,7 @@ use common::colliding::Colliding;
 use common::{count, counter, Counted};
 use proptest::prelude::*;
 use proptest::sample::Index;
-use restable::{Dying, InsertErrorKind, Owner, Ref, ResTable};
+use restable::{Builder, Dying, InsertErrorKind, Owner, Ref, ResTable};
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::AtomicUsize;
@@ -102,8 +102,7 @@ fn pick<X>(items: &mut Vec<X>, at: &Index) -> Option<X> {
     (!items.is_empty()).then(|| items.swap_remove(at.index(items.len())))
 }
 
-fn run<S: BuildHasher>(ops: Vec<Op>, hasher: S) -> Result<(), TestCaseError> {
-    let table: ResTable<u8, Counted, S> = ResTable::with_hasher(hasher);
+fn run<S: BuildHasher>(ops: Vec<Op>, table: ResTable<u8, Counted, S>) -> Result<(), TestCaseError> {
     let mut model = Model::default();
     let mut owners: Vec<(usize, Owner<u8, Counted>)> = Vec::new();
     let mut dyings: Vec<(usize, Dying<u8, Counted>)> = Vec::new();
@@ -268,7 +267,14 @@ proptest! {
 
     #[test]
     fn table_matches_sequential_model(ops in prop::collection::vec(op(), 1..80)) {
-        run(ops, restable::DefaultHashBuilder::default())?;
+        run(ops, ResTable::new())?;
+    }
+
+    /// The same in a table whose nodes are carved from pages: nodes of one to six keys
+    /// (one or two lines) share pages and are recycled.
+    #[test]
+    fn cache_aligned_table_matches_sequential_model(ops in prop::collection::vec(op(), 1..80)) {
+        run(ops, Builder::new().cache_aligned().build())?;
     }
 
     /// Every key in one bucket: past seven live keys, lookups run on through overflowing
@@ -276,6 +282,6 @@ proptest! {
     /// every size.
     #[test]
     fn colliding_hashes_match_the_model(ops in prop::collection::vec(op(), 1..80)) {
-        run(ops, Colliding)?;
+        run(ops, ResTable::with_hasher(Colliding))?;
     }
 }

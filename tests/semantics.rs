@@ -315,6 +315,52 @@ fn table_outlived_by_owners() {
     assert_eq!(count(&drops), 1);
 }
 
+/// A cache-aligned table keeps every promise with nodes carved from its pages: nodes of
+/// several sizes share pages, each starting a line; one too large to carve (`MAX_KEYS`
+/// keys and this value: over 512 bytes) is allocated on its own beside them; killed
+/// nodes are recycled; and owners that outlive the table still drain, each page going
+/// with its last node.
+#[test]
+fn cache_aligned_nodes_start_a_line_and_outlive_their_table() {
+    type Value = (Counted, [u64; 48]);
+    let drops = counter();
+    let keys = |id: u64, n: usize| -> Vec<u64> { (0..n as u64).map(|k| id * 100 + k).collect() };
+    let sizes = [1, 2, 3, 6, MAX_KEYS];
+    let owners: Vec<Owner<u64, Value>> = {
+        let table = restable::Builder::new().cache_aligned().build();
+        let mut owners = Vec::new();
+        for round in 0..3u64 {
+            for (i, &n) in sizes.iter().enumerate() {
+                let id = round * 10 + i as u64;
+                let value = (Counted::new(id, &drops), [id; 48]);
+                let owner = table.insert(&keys(id, n), value).unwrap();
+                // Kill every other object of the first two rounds: the next round
+                // reuses their blocks.
+                if round < 2 && i % 2 == 0 {
+                    assert_eq!(owner.kill_and_drain().0.id, id);
+                } else {
+                    owners.push(owner);
+                }
+            }
+        }
+        for owner in &owners {
+            let r = table.get(&owner.keys()[0]).unwrap();
+            assert_eq!((r.0.id, r.1[47]), (owner.0.id, owner.0.id));
+            if r.keys().len() < MAX_KEYS {
+                // The header is two words, then the keys: the node starts a line.
+                assert_eq!(r.keys().as_ptr() as usize % 64, 16, "object {}", r.0.id);
+            }
+        }
+        owners
+    };
+    let (killed, left) = (2 * 3, owners.len());
+    for owner in owners {
+        let id = owner.0.id;
+        assert_eq!(owner.kill_and_drain().0.id, id);
+    }
+    assert_eq!(count(&drops), killed + left);
+}
+
 // ---- 5. The lookup path takes no lock ----------------------------------------------
 
 /// A key whose comparison can be made to block, once, on the thread that armed it: an

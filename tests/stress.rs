@@ -10,7 +10,7 @@
 mod common;
 
 use common::{count, counter, stress_duration, Counted, Rng};
-use restable::{Owner, ResTable};
+use restable::{Builder, Owner, ResTable};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -48,8 +48,18 @@ impl KeyPool {
 
 #[test]
 fn lookups_race_create_and_destroy_with_lifo_key_reuse() {
+    race_create_and_destroy(ResTable::new());
+}
+
+/// The same with nodes carved from the table's pages: blocks recycled and pages freed
+/// while readers still look at their neighbours.
+#[test]
+fn lookups_race_create_and_destroy_in_a_cache_aligned_table() {
+    race_create_and_destroy(Builder::new().cache_aligned().build());
+}
+
+fn race_create_and_destroy(table: ResTable<u32, Object>) {
     let duration = stress_duration(1.5);
-    let table: ResTable<u32, Object> = ResTable::new();
     let pool = KeyPool::new();
     let drops = counter();
     let created = AtomicU64::new(0);

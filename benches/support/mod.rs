@@ -3,7 +3,7 @@
 //! the same hasher as restable (foldhash).
 
 use parking_lot::{Condvar, Mutex, RwLock};
-use restable::{Owner, ReadSection, ResTable};
+use restable::{Builder, Owner, ReadSection, ResTable};
 use std::collections::HashMap;
 use std::hint::spin_loop;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -67,22 +67,30 @@ impl Session {
 
 // ---- restable ---------------------------------------------------------------------------
 
-/// restable; with `SECTION`, lookup threads hold a read section (see `Session`).
-pub struct RestableIn<const SECTION: bool>(ResTable<Key, Value>);
-pub type Restable = RestableIn<false>;
-pub type RestableSection = RestableIn<true>;
+/// restable; with `SECTION`, lookup threads hold a read section (see `Session`); with
+/// `ALIGNED`, the table is built `cache_aligned` (every object on lines of its own).
+pub struct RestableIn<const SECTION: bool, const ALIGNED: bool>(ResTable<Key, Value>);
+pub type Restable = RestableIn<false, false>;
+pub type RestableSection = RestableIn<true, false>;
+pub type RestableAligned = RestableIn<false, true>;
 
-impl<const SECTION: bool> Impl for RestableIn<SECTION> {
+impl<const SECTION: bool, const ALIGNED: bool> Impl for RestableIn<SECTION, ALIGNED> {
     type Owner = Owner<Key, Value>;
-    const NAME: &'static str = if SECTION {
-        "restable-section"
-    } else {
-        "restable"
+    const NAME: &'static str = match (SECTION, ALIGNED) {
+        (false, false) => "restable",
+        (true, false) => "restable-section",
+        (false, true) => "restable-aligned",
+        (true, true) => "restable-aligned-section",
     };
     const IN_SECTION: bool = SECTION;
 
     fn with_capacity(objects: usize) -> Self {
-        RestableIn(ResTable::with_capacity(objects))
+        let builder = Builder::new().capacity(objects);
+        RestableIn(if ALIGNED {
+            builder.cache_aligned().build()
+        } else {
+            builder.build()
+        })
     }
     fn insert(&self, keys: &[Key], value: Value) -> Self::Owner {
         self.0.insert(keys, value).expect("benchmark keys are free")

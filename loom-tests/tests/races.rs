@@ -10,7 +10,7 @@ mod support;
 
 use loom::sync::Arc;
 use loom::thread;
-use restable::{InsertErrorKind, Owner};
+use restable::{Builder, InsertErrorKind, Owner};
 use std::time::Duration;
 use support::{model, model_seeing, spawn_with, Qp, Table};
 
@@ -391,5 +391,30 @@ fn recycled_block_vs_stale_reader() {
         handler.join().unwrap();
         new.kill_and_drain();
         restable::loom_collect();
+    });
+}
+
+/// 13. Pages of a cache-aligned table: whoever lets go of a page last frees it. Here that
+/// is either the epoch's collector, freeing the node of an object whose last reference
+/// outlived both its owner and the table, or the table's drop, whose page carver holds
+/// the page it carves from. Were the page freed while its node still lived, the holder's
+/// read or the other side's release would touch freed memory.
+#[test]
+fn page_outlives_its_table() {
+    model("page_outlives_its_table", || {
+        let table: Table = Builder::new().cache_aligned().build();
+        let (qp, drops) = Qp::new(31);
+        let owner = table.insert(&[QPN], qp).unwrap();
+        let held = table.get_owned(&QPN).unwrap();
+        let holder = thread::spawn(move || {
+            assert_eq!(held.read(), 31);
+            drop(held);
+            restable::loom_collect();
+        });
+        drop(owner);
+        drop(table);
+        holder.join().unwrap();
+        restable::loom_collect();
+        assert_eq!(drops.count(), 1);
     });
 }
