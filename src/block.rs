@@ -7,7 +7,7 @@
 //! misses in the cache may wait for the state word's line and then for the key's; and it
 //! shares lines with the nodes allocated just before and after it, so two threads looking
 //! up neighbouring objects took each other's lines with every reference (workload 3 of
-//! the benchmarks measured 23–80 ns a lookup across runs of one build, depending on where
+//! the benchmarks measured 28–81 ns a lookup across runs of one build, depending on where
 //! the heap happened to start). Aligned allocation (`posix_memalign`) costs three times a
 //! `malloc` and wastes more than the node at this size. A page is one plain allocation,
 //! carved under the shard's lock by bumping an index: an insert that finds no recycled
