@@ -1,6 +1,8 @@
-//! Node blocks: where a node's memory comes from and where it goes. Small nodes are whole
-//! cache lines carved from pages their shard allocates, so that each starts a line of
-//! its own; large or over-aligned ones come from the global allocator.
+//! Node blocks: where a node's memory comes from and where it goes. By default each node
+//! is an allocation of its own. In a table built
+//! [`cache_aligned`](crate::Builder::cache_aligned), small nodes are whole cache lines
+//! carved from pages their shard allocates, so that each starts a line of its own; large
+//! or over-aligned ones are still allocated on their own.
 //!
 //! Why pages: `malloc` puts a block at any 16-byte boundary. A node of one `u64` key and
 //! a `u64` value (40 bytes) then straddles two lines in half the cases, so a lookup that
@@ -11,7 +13,8 @@
 //! the heap happened to start). Aligned allocation (`posix_memalign`) costs three times a
 //! `malloc` and wastes more than the node at this size. A page is one plain allocation,
 //! carved under the shard's lock by bumping an index: an insert that finds no recycled
-//! block calls no allocator either.
+//! block calls no allocator either. What it costs is memory (a 40-byte node takes 64), so
+//! it is the user's choice, not the default.
 //!
 //! ```text
 //!  allocation:  [ padding | Header ][ line 0 ][ line 1 ] ... [ line n-1 ]

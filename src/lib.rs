@@ -158,9 +158,9 @@
 //! advances when some thread collects: on every 128th outermost pin of a thread, and
 //! on every fourth [`ReadSection::refresh`]). A node's block then goes back to the
 //! index shard of its first key, and that shard's next insert builds its node in it
-//! (see `recycle`; a page goes back to the allocator with the last of its blocks): the collector usually runs on a reader, and handing it a
-//! lock-free push instead of a cross-thread `free` keeps readers clear of the
-//! allocator's locks. Growing a shard copies its slots into a new array, publishes
+//! (see `recycle`; a page goes back to the allocator with the last of its blocks): the
+//! collector usually runs on a reader, and handing it a lock-free push instead of a
+//! cross-thread `free` keeps readers clear of the allocator's locks. Growing a shard copies its slots into a new array, publishes
 //! it and retires the old one: it waits for nothing, and readers still on the old
 //! array see a frozen copy, which liveness in the nodes makes harmless. A reader
 //! that reaches a killed node only reads its state word (its CAS fails), never the

@@ -69,12 +69,13 @@ const MAX_REFS: usize = REFS >> 1;
 /// and index growth need no hasher) start right after the keys, and are found by
 /// computing that offset again from the key count ([`Node::hashes_at`]). The block is
 /// aligned to at least [`NODE_ALIGN`], so the index can keep a key's position in the low
-/// bits of the node's address. Nodes of up to eight lines are carved from their shard's
-/// pages as whole cache lines (see [`crate::block`]): a node of one `u64` key and a
-/// `u64` value (40 bytes) fills one line of its own, which holds its state word, key and
-/// value, and which no neighbour shares. The node is only ever handled through raw
-/// pointers that cover the whole block (from the allocation), so `&Node` can reach the
-/// arrays behind it.
+/// bits of the node's address. Its size is not rounded up to that alignment: a node of
+/// one `u64` key and a `u64` value takes 40 bytes, a 48-byte chunk for glibc's `malloc`,
+/// where rounding made it 64. In a cache-aligned table nodes of up to eight lines are
+/// instead carved from their shard's pages as whole lines (see [`crate::block`]): that
+/// node then fills a line of its own, holding its state word, key and value, which no
+/// neighbour shares. The node is only ever handled through raw pointers that cover the
+/// whole block (from the allocation), so `&Node` can reach the arrays behind it.
 #[repr(C)]
 pub(crate) struct Node<K, T> {
     state: AtomicUsize,

@@ -106,11 +106,10 @@ pub(crate) fn after_release() {
     std::thread::sleep(std::time::Duration::from_millis(100));
 }
 
+// The allocator for node pages (`crate::block`). Under loom, loom's, whose leak tracking
+// fails a model in which a page is never freed (a count that never reaches zero).
 #[cfg(loom)]
 pub(crate) use loom::alloc::{alloc, dealloc};
-/// The allocator for node pages (`crate::block`). Under loom, its leak tracking: a
-/// model whose page is never freed (a count that never reaches zero) fails at the end of
-/// the execution.
 #[cfg(not(loom))]
 pub(crate) use std::alloc::{alloc, dealloc};
 
