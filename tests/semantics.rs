@@ -318,8 +318,8 @@ fn table_outlived_by_owners() {
 /// A cache-aligned table keeps every promise with nodes carved from its pages: nodes of
 /// several sizes share pages, each starting a line; one too large to carve (`MAX_KEYS`
 /// keys and this value: over 512 bytes) is allocated on its own beside them; killed
-/// nodes are recycled; and owners that outlive the table still drain, each page going
-/// with its last node.
+/// nodes go back to their pages or to the next inserts; and owners that outlive the
+/// table still drain, each page going with its last node.
 #[test]
 fn cache_aligned_nodes_start_a_line_and_outlive_their_table() {
     type Value = (Counted, [u64; 48]);
@@ -334,8 +334,8 @@ fn cache_aligned_nodes_start_a_line_and_outlive_their_table() {
                 let id = round * 10 + i as u64;
                 let value = (Counted::new(id, &drops), [id; 48]);
                 let owner = table.insert(&keys(id, n), value).unwrap();
-                // Kill every other object of the first two rounds: the next round
-                // reuses their blocks.
+                // Kill every other object of the first two rounds: once the epoch lets
+                // go of them, their blocks are recycled for later inserts.
                 if round < 2 && i % 2 == 0 {
                     assert_eq!(owner.kill_and_drain().0.id, id);
                 } else {
