@@ -101,15 +101,19 @@ impl Block {
             unsafe { alloc::dealloc(self.ptr.as_ptr(), self.layout) };
             return;
         }
-        let header = self
-            .ptr
+        // SAFETY: the page stays allocated while its header counts this block.
+        unsafe { Header::release(self.header(), 1) };
+    }
+
+    /// The header of a carved block's page: `line` lines before the block is the page's
+    /// line 0, which the header directly precedes (`Carver::refill`), in the same
+    /// allocation.
+    fn header(&self) -> *mut Header {
+        debug_assert_ne!(self.line, UNPAGED);
+        self.ptr
             .as_ptr()
             .wrapping_sub(usize::from(self.line) * LINE + size_of::<Header>())
-            .cast::<Header>();
-        // SAFETY: a carved block lies `line` lines after its page's line 0, which the
-        // header directly precedes (`Carver::refill`), in the same allocation; the page
-        // is still allocated, because this block is one of those `live` counts.
-        unsafe { Header::release(header, 1) };
+            .cast::<Header>()
     }
 }
 
@@ -273,13 +277,8 @@ mod tests {
     }
 
     fn live(block: &Block) -> usize {
-        let header = block
-            .ptr
-            .as_ptr()
-            .wrapping_sub(usize::from(block.line) * LINE + size_of::<Header>())
-            .cast::<Header>();
         // SAFETY: the block is carved and not freed, so its page is allocated.
-        unsafe { (*header).live.load(Ordering::Relaxed) }
+        unsafe { (*block.header()).live.load(Ordering::Relaxed) }
     }
 
     #[test]
