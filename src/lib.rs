@@ -160,11 +160,12 @@
 //! index shard of its first key, and that shard's next insert builds its node in it
 //! (see `recycle`; a page goes back to the allocator with the last of its blocks): the
 //! collector usually runs on a reader, and handing it a lock-free push instead of a
-//! cross-thread `free` keeps readers clear of the allocator's locks. Growing a shard copies its slots into a new array, publishes
-//! it and retires the old one: it waits for nothing, and readers still on the old
-//! array see a frozen copy, which liveness in the nodes makes harmless. A reader
-//! that reaches a killed node only reads its state word (its CAS fails), never the
-//! value, and holds nothing that delays the drain.
+//! cross-thread `free` keeps readers clear of the allocator's locks. Growing a shard
+//! copies its slots into a new array, publishes it and retires the old one: it waits
+//! for nothing, and readers still on the old array see a frozen copy, which liveness
+//! in the nodes makes harmless. A reader that reaches a killed node only reads its
+//! state word (its CAS fails), never the value, and holds nothing that delays the
+//! drain.
 //!
 //! **The last user holds no reference into the node.** A put or an abandon may, with its
 //! read-modify-write, make another thread the node's last user, which may then drop the
