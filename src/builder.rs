@@ -50,6 +50,9 @@ impl Default for Builder {
 impl<S> Builder<S> {
     /// Room for about `capacity` keys before the table's index grows.
     ///
+    /// [`build`](Self::build) panics on a capacity no index can hold, as
+    /// [`ResTable::with_capacity`] does.
+    ///
     /// ```
     /// let table: restable::ResTable<u64, ()> =
     ///     restable::Builder::new().capacity(1 << 16).build();

@@ -89,6 +89,12 @@ impl<K, T> Dying<K, T> {
     /// and later dropped — by another one at the moment of the drain, and no check at
     /// that moment can tell the two apart without firing on correct code.
     ///
+    /// # Panics
+    ///
+    /// Inside a [`retain`](crate::ResTable::retain) predicate, when draining the object
+    /// the predicate was given: `retain`'s own reference to it, which never leaves the
+    /// thread, would keep the drain waiting forever (so does [`wait`](Self::wait)).
+    ///
     /// ```
     /// let table = restable::ResTable::new();
     /// let owner = table.insert(&[1u32], String::from("qp")).unwrap();
@@ -199,11 +205,16 @@ impl<K, T> Dying<K, T> {
     {
         match self.registry.revive(self.node) {
             Err(at) => Err(ReviveError::new(self, at)),
-            Ok(()) => {
+            Ok(retired) => {
                 let mut this = ManuallyDrop::new(self);
                 // SAFETY: linked and live again; ownership moves from `this` (never
                 // dropped) to the `Owner`, and the registry handle is taken out once.
-                Ok(unsafe { Owner::new(ManuallyDrop::take(&mut this.registry), this.node) })
+                let owner =
+                    unsafe { Owner::new(ManuallyDrop::take(&mut this.registry), this.node) };
+                // Now that the owner exists, what a growth retired may go to the epoch
+                // (and the collector run).
+                drop(retired);
+                Ok(owner)
             }
         }
     }

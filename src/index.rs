@@ -60,7 +60,9 @@
 //!   writer copies every occupied slot into a new array (twice the size when the shard is
 //!   three quarters full, the same size when overflow bits have piled up; prefetching
 //!   the nodes a few buckets ahead, whose hashes it reads), publishes its word with one
-//!   `Release` swap and defers freeing the old array to the epoch. Nothing waits: readers
+//!   `Release` swap and, once the shard locks are released (see [`Retired`]: nothing
+//!   pins or collects under a shard lock), defers freeing the old array to the epoch.
+//!   Nothing waits: readers
 //!   still on the old array see a frozen copy (liveness is in the nodes, so a stale copy
 //!   is harmless, as above), and the next rebuild does not need the old array freed.
 //!   The grower flushes the deferred free of an array of 1 KiB or more to the epoch's
@@ -140,6 +142,12 @@ const REBUILD_AHEAD: usize = 4;
 /// A rebuild is due when an insert would fill more than this share of a shard's slots.
 const LOAD_NUM: usize = 3;
 const LOAD_DEN: usize = 4;
+
+#[cold]
+#[inline(never)]
+fn capacity_overflow(capacity: usize) -> ! {
+    panic!("restable: capacity overflow (no index can hold {capacity} keys)");
+}
 
 /// What the index needs of the nodes it points to: each key and its hash, by position.
 pub(crate) trait Keyed<K> {
@@ -308,9 +316,23 @@ struct Buckets<'a, K, N> {
 impl<K, N: Keyed<K>> Index<K, N> {
     /// An index with room for about `capacity` keys before any shard grows, whose nodes
     /// are carved as whole cache lines if `cache_aligned`.
+    ///
+    /// Panics ("capacity overflow", as `Vec` and `HashMap` do) before allocating anything
+    /// if the index for `capacity` keys would be larger than any allocation can be.
     pub(crate) fn with_capacity(capacity: usize, cache_aligned: bool) -> Self {
-        let per_shard = capacity.div_ceil(SHARDS) * LOAD_DEN / LOAD_NUM;
-        let buckets = per_shard.div_ceil(SLOTS).next_power_of_two();
+        let buckets = capacity
+            .div_ceil(SHARDS)
+            .checked_mul(LOAD_DEN)
+            .and_then(|slots| {
+                (slots / LOAD_NUM)
+                    .div_ceil(SLOTS)
+                    .checked_next_power_of_two()
+            })
+            .filter(|&buckets| {
+                let bytes = buckets.checked_mul(size_of::<Bucket<N>>() * SHARDS);
+                bytes.is_some_and(|bytes| bytes <= isize::MAX as usize)
+            })
+            .unwrap_or_else(|| capacity_overflow(capacity));
         let arrays = std::array::from_fn(|_| AtomicPtr::new(array_word(Bucket::array(buckets))));
         let shards = std::array::from_fn(|_| Shard {
             state: LockedCell::new(ShardState {
@@ -526,12 +548,15 @@ impl<K, N> Drop for Index<K, N> {
 /// array is replaced and retired only by a rebuild, under the same lock, and a node is
 /// retired only once all its slots are unlinked, also under the locks of their shards,
 /// so every node a locked shard's slots point to stays allocated while the lock is
-/// held. A rebuild pins, to retire the array it replaced; kills do not pin at all
-/// (inserts do, for the loom models' sake: see `table::pin_linker`).
+/// held. Nothing under a shard lock pins, flushes or collects (a rebuild's replaced
+/// array is retired after the unlock, see [`Retired`]); inserts pin before they lock,
+/// for the loom models' sake (see `table::pin_linker`).
 pub(crate) struct ShardWriter<'a, K, N> {
     state: CellMut<'a, ShardState>,
     shard: &'a Shard,
     array: &'a AtomicPtr<Bucket<N>>,
+    /// Where a rebuild leaves the array it replaced (see [`Retired`]).
+    retired: &'a mut Vec<ArrayWord<N>>,
     _keys: std::marker::PhantomData<K>,
 }
 
@@ -603,7 +628,6 @@ impl<K, N: Keyed<K>> ShardWriter<'_, K, N> {
     #[cold]
     fn rebuild(&mut self, len: usize) {
         let old = self.buckets();
-        let old_bytes = size_of_val(old.buckets);
         let new = array_word(Bucket::array(len));
         // SAFETY: ours, and not published yet.
         let new_buckets = unsafe { Buckets::<K, N>::from_word(new) };
@@ -618,21 +642,49 @@ impl<K, N: Keyed<K>> ShardWriter<'_, K, N> {
             }
         }
         self.state.overflows = overflows;
-        let retired = self.array.swap(new, Ordering::Release);
-        // Pinned after the swap, which is enough: the epoch frees deferred work once
-        // every thread pinned at the time of the deferral has unpinned, and a reader
-        // that may still walk the old array loaded its word while pinned, before the
-        // swap, and is still pinned now.
+        // Handed to the epoch only once the locks are released (see `Retired`): pinning
+        // or flushing here could run the collector, and with it other code, under them.
+        self.retired.push(self.array.swap(new, Ordering::Release));
+    }
+}
+
+/// Bucket arrays that rebuilds replaced while their shards were locked, handed to the
+/// epoch once the locks are released: see [`LockedShards::unlock`].
+///
+/// Why not under the locks: an outermost pin collects on every 128th call, and a flush
+/// always does, and collecting runs deferred functions — a retired node's `K::drop`, or
+/// any other crossbeam-epoch user's deferred closure in the process (one that drops an
+/// `Owner` kills, and so takes shard locks). Run under a shard lock, such code
+/// deadlocked on the lock its own thread held (issue 22). So no pin, flush or
+/// collection ever happens while a shard lock is held, and what a rebuild retires waits
+/// here instead.
+///
+/// Deferring after the unlock is as safe as right after the swap: the epoch runs a
+/// deferred function once every thread pinned when it was deferred has unpinned, and a
+/// reader that may still walk a replaced array loaded its word while pinned, before the
+/// swap, and so is still pinned at the deferral.
+#[must_use = "dropping it hands the replaced arrays to the epoch"]
+pub(crate) struct Retired<N>(Vec<ArrayWord<N>>);
+
+impl<N> Drop for Retired<N> {
+    fn drop(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
         let guard = crate::sync::pin();
-        // SAFETY: the old array is unreachable for new readers from the swap on; the
-        // epoch frees it once every reader that may still walk it has unpinned. Only the
-        // array is freed: the nodes are not the index's.
-        unsafe { guard.defer_unchecked(move || free_array(retired)) };
+        let mut flush = false;
+        for &word in &self.0 {
+            flush |= size_of::<Bucket<N>>() * array_parts(word).len() >= FLUSH_BYTES;
+            // SAFETY: the array is unreachable for new readers since its swap, and the
+            // epoch frees it once every reader that may still walk it has unpinned (see
+            // above). Only the array is freed: the nodes are not the index's.
+            unsafe { guard.defer_unchecked(move || free_array(word)) };
+        }
         // Deferred work waits in this thread's bag until 64 items fill it, and an
         // insert-only workload defers nothing else: flushed, the array goes as soon as
         // the epoch moves on, which lookups and writers drive. A flush costs about as
         // much as copying a 1 KiB array, so smaller arrays wait for the bag to fill.
-        if old_bytes >= FLUSH_BYTES {
+        if flush {
             guard.flush();
         }
     }
@@ -872,6 +924,8 @@ pub(crate) struct LockedShards<'a, K, N> {
     index: &'a Index<K, N>,
     /// Bit `i`: shard `i` is held.
     set: u64,
+    /// The arrays rebuilds replaced meanwhile, retired once the locks are released.
+    retired: Vec<ArrayWord<N>>,
 }
 
 impl<'a, K, N> LockedShards<'a, K, N> {
@@ -884,7 +938,22 @@ impl<'a, K, N> LockedShards<'a, K, N> {
             set | 1 << Index::<K, N>::shard_of(hash)
         });
         index.locks.lock(set);
-        LockedShards { index, set }
+        LockedShards {
+            index,
+            set,
+            retired: Vec::new(),
+        }
+    }
+
+    /// Releases the locks and returns the arrays that rebuilds replaced meanwhile, which
+    /// go to the epoch when the result drops — which may run the collector, and with it
+    /// other code. An insert or a revive drops it only once its `Owner` exists, so that
+    /// a panic from that code cannot leave a published object without one. (Dropping
+    /// the `LockedShards` instead releases the locks and retires the arrays at once.)
+    pub(crate) fn unlock(mut self) -> Retired<N> {
+        let retired = Retired(std::mem::take(&mut self.retired));
+        drop(self);
+        retired
     }
 
     /// The locked shard that `hash` lives in.
@@ -902,6 +971,7 @@ impl<'a, K, N> LockedShards<'a, K, N> {
             state: unsafe { shard.state.get_mut() },
             shard,
             array: &self.index.arrays[at],
+            retired: &mut self.retired,
             _keys: std::marker::PhantomData,
         }
     }
@@ -910,5 +980,6 @@ impl<'a, K, N> LockedShards<'a, K, N> {
 impl<K, N> Drop for LockedShards<'_, K, N> {
     fn drop(&mut self) {
         self.index.locks.unlock(self.set);
+        drop(Retired(std::mem::take(&mut self.retired)));
     }
 }

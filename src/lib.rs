@@ -67,7 +67,9 @@
 //!   node) and will take or drop the value. Cleared when it is dropped without draining;
 //!   then the last reference drops the value.
 //! - `PARKED`: a drainer — a parked thread, or an async task through its waker — waits
-//!   (or is about to) until `refs` reaches zero. Only meaningful while `OWNED` is set.
+//!   (or is about to) until `refs` reaches zero, so the last put must wake drainers.
+//!   Never cleared: a waiter that times out cannot know whether another still sleeps.
+//!   Only meaningful while `OWNED` is set.
 //! - `DETACHED`: the owner was detached; `remove` by any key may claim the node.
 //! - `refs`: the number of references ([`Ref`], [`OwnedRef`]) out.
 //!
@@ -128,6 +130,15 @@
 //!   sequence — where `Arc::drop` has a fence: the same guarantee, and ThreadSanitizer
 //!   (which does not model fences) can follow it, so code using restable runs clean
 //!   under TSan.
+//! - Detach: `Release` `fetch_or`. From then on another thread's `remove` (or the
+//!   table's drop) may claim the node and drain or drop `T`; its claim is an `AcqRel`
+//!   CAS that reads the detach's write (or a later RMW of its release sequence), so the
+//!   owner's reads of `T` happen before the remover's. The table's drop claims with the
+//!   same CAS, after a `SeqCst` fence that pairs with one after the detach (see
+//!   `Registry::adopt`), so of a detach racing the drop, at least one sees the other and
+//!   the object is destroyed exactly once.
+//! - Remove's claim: `AcqRel` CAS, clearing `LIVE | DETACHED`: acquires the owner's
+//!   writes (above), and releases the claimer's earlier writes as kill does.
 //! - Kill: `AcqRel` `fetch_and`. What the guarantee needs is only that kill's write
 //!   precedes the unlinking in program order: a reader that observes an unlink (or a newer
 //!   slot linked after it) through `Acquire` also observes `LIVE` cleared, and any get's
@@ -137,7 +148,10 @@
 //!   (under the lot's bucket lock); the last put's `fetch_sub` is an RMW on the same word,
 //!   so either it comes first (the drainer sees zero and does not sleep) or it sees
 //!   `PARKED` and calls `unpark_all`, which takes the same lock and so finds the drainer
-//!   queued. No lost wake-up. The wake touches only the lot, keyed by the node's address,
+//!   queued. No lost wake-up. A drainer whose deadline passes leaves `PARKED` set:
+//!   other threads may be parked on the same node (`wait` beside another thread's
+//!   `wait_timeout`), and clearing it would let the last put skip their wake-up; left
+//!   set, it costs one wake of nobody. The wake touches only the lot, keyed by the node's address,
 //!   because the woken drainer may free the node at once. An async drain ([`Drain`])
 //!   does the same with its task's waker in a registry keyed and locked the same way:
 //!   it sets `PARKED` under the registry's lock, and the last put takes that lock to
@@ -182,12 +196,17 @@
 //! | `K: Hash` | in `insert`/`get`, before any lock | the call unwinds; nothing changed |
 //! | `K: Clone` | in `insert`, before any lock (the table keeps clones of the keys) | the clones so far and the value are dropped; nothing changed |
 //! | `K: Eq` | in `get`; in `insert` before any lock (between keys of the insert whose hashes are equal, to refuse a key given twice) and **under its shard locks** | before the locks, as for `K: Clone`; under them, the locks are released, then the clones and the value dropped |
-//! | `T: Drop` | where the last of `Owner`/`Dying`/`Ref` goes, never under a lock | the node is still retired (nothing leaks); the panic goes on |
-//! | `K: Drop` | when a retired node is freed, in the epoch's collector on whichever thread collects | contained: reported by the panic hook, the rest of that key array and of the collector's garbage is still freed, and the unrelated call that happened to collect goes on |
+//! | `T: Drop` | where the last of `Owner`/`Dying`/`Ref` goes, never under a lock; for detached objects, in `remove`'s or `retain`'s caller, or in the table's drop | the node is still retired (nothing leaks); the panic goes on. The table's drop destroys every other detached object first, then resumes the first panic |
+//! | the `retain` predicate | in `retain`, under no lock, with a reference to the object it is given | `retain` unwinds; the objects not yet visited stay. An untimed drain of the object it is given, from inside it, panics (it would wait for `retain`'s own reference forever) |
+//! | wakers of async drains | in the last put, under no lock (taken out of the registry first) | unwinds from the put; the reference is already put |
+//! | `K: Drop`, and any deferred function of other crossbeam-epoch users | in the epoch's collector: on whichever thread collects — on every 128th outermost pin of a thread (a `get`, an insert, a `read_section`), on every fourth [`ReadSection::refresh`], and after an insert or revive that grew the index has released its shard locks and made its `Owner` — never under a shard lock | `K::drop`: contained: reported by the panic hook, the rest of that key array and of the collector's garbage is still freed, and the unrelated call that happened to collect goes on. Another user's deferred function: crossbeam's behaviour (the call that collected unwinds; after an insert, its `Owner` is dropped on the way, killing the new object) |
 //!
 //! So `K::eq` is the only user code that runs under a shard lock: a key's `Eq` must not
-//! use the table it is a key of. `T::drop` may use the table freely. A panic while
-//! already panicking aborts, as everywhere in Rust. As in a `HashMap`, keys that are
+//! use the table it is a key of. Nothing that runs under a shard lock pins the epoch,
+//! flushes or collects (a growth's replaced array is handed to the epoch after the
+//! unlock), so `T::drop`, `K::drop` and deferred functions may use the table freely —
+//! even drop an `Owner` of it. A panic while already panicking aborts, as everywhere in
+//! Rust. As in a `HashMap`, keys that are
 //! equal must hash equally; if they do not, lookups may miss and a key given twice to one
 //! insert may go unnoticed — wrong answers, never undefined behaviour. The hash need not
 //! be well mixed: the table folds it through a multiply before slicing it into shard,
@@ -203,6 +222,7 @@
 //! | `node` | the node (one block: header, keys, hashes, value) and its state word; every transition of it |
 //! | `lock` | the shard locks: any set of shards locked and unlocked with one atomic RMW each, parking when contended |
 //! | `recycle` | retired node blocks going back to their shard for reuse |
+//! | `visit` | the object a `retain` predicate is looking at, so that draining it from inside panics instead of hanging |
 //! | `section` | [`ReadSection`]: one epoch pin for a batch of lookups |
 //! | `guard` | [`Owner`], [`Ref`] and [`OwnedRef`], the handles to an object |
 //! | `drain` | [`Dying`] and [`Drain`]: waiting for holders (blocking or async), taking the value back, or reviving |
@@ -227,6 +247,7 @@ mod recycle;
 mod section;
 mod sync;
 mod table;
+mod visit;
 
 /// Loom models call this from the killing thread to run reclamation inside the model.
 #[cfg(loom)]

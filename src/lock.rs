@@ -82,7 +82,6 @@ impl ShardLocks {
             sync::park(
                 self.wait_key(),
                 || self.held.fetch_or(WAITERS, Ordering::Relaxed) & set != 0,
-                || {},
                 None,
             );
         }

@@ -37,8 +37,11 @@ pub(crate) const OWNED: usize = 1 << (usize::BITS - 2);
 
 /// Set by a drainer (a thread, or an async task through its waker) that is about to
 /// sleep or sleeps until the last reference goes: whoever drops the reference count to
-/// zero while the owner still exists must wake it. Meaningless once `OWNED` is clear (a
-/// cancelled async drain may leave it set).
+/// zero while the owner still exists must wake every drainer of the node. Never cleared:
+/// several threads may wait on one `&Dying`, and a waiter that times out or a cancelled
+/// async drain cannot know whether another still sleeps, so clearing it could strand
+/// that one; left set, it costs the last put one wake of nobody. Meaningless once
+/// `OWNED` is clear.
 pub(crate) const PARKED: usize = 1 << (usize::BITS - 3);
 
 /// Set (with `OWNED` and `LIVE`) while the table itself owns the node: its `Owner` was
@@ -92,6 +95,15 @@ pub(crate) struct Node<K, T> {
 /// The alignment of every node block: the index stores a key's position (below
 /// `MAX_KEYS`) in the low bits of its node's address.
 pub(crate) const NODE_ALIGN: usize = MAX_KEYS;
+
+/// The smallest node block: what a retired block needs to carry its recycling link
+/// (see [`crate::recycle`]), whatever the node's types.
+const MIN_BLOCK: usize = crate::recycle::LINK_SIZE;
+
+const _: () = assert!(
+    NODE_ALIGN >= crate::recycle::LINK_ALIGN,
+    "every node block is aligned enough to carry a recycling link"
+);
 
 const _: () = assert!(
     MAX_KEYS <= u16::MAX as usize,
@@ -246,11 +258,16 @@ impl<K, T> Node<K, T> {
     /// The layout of the block of a node with `len` keys (at most `MAX_KEYS`). Plain
     /// arithmetic on constants of the types, so it costs a few instructions: the
     /// overflow checks were done once, in [`Node::FITS`].
+    ///
+    /// The size is at least [`MIN_BLOCK`]: a retired block carries its recycling link
+    /// over its start (a node of no-size keys and a small value is smaller than that
+    /// link; recycling one used to panic in the epoch's collector, on whatever thread
+    /// collected: issue 22).
     #[inline]
     fn layout(len: usize) -> Layout {
         assert!(Self::FITS, "restable: node size overflows u32");
         debug_assert!(len <= MAX_KEYS);
-        let size = Self::value_at(len) + size_of::<T>();
+        let size = (Self::value_at(len) + size_of::<T>()).max(MIN_BLOCK);
         // SAFETY: `ALIGN` is a power of two (the largest of several), and `FITS` (checked
         // above, for the largest `len`) bounds `size` rounded up to it by `isize::MAX`.
         unsafe { Layout::from_size_align_unchecked(size, Self::ALIGN) }
@@ -485,9 +502,19 @@ impl<K, T> Node<K, T> {
 
     /// Takes one more reference on behalf of a holder that already has one, so the node
     /// cannot reach zero meanwhile: `Relaxed` is enough (as in `Arc::clone`).
+    ///
+    /// At the bound it refuses, and leaves the count as it was: the increment is taken
+    /// back before the panic, so no reference is counted that nobody holds (which would
+    /// keep a drain waiting forever). Taking it back cannot be a last put: the caller
+    /// still holds its own reference. `fetch_add` and then the check, rather than a CAS
+    /// loop, so that a clone costs one uncontended RMW; several threads cloning at the
+    /// bound at once overshoot it by one each, far below the flag bits.
     pub(crate) fn clone_ref(&self) {
         let old = self.state.fetch_add(REF, Ordering::Relaxed);
-        check_refs(old);
+        if old & REFS >= MAX_REFS {
+            self.state.fetch_sub(REF, Ordering::Relaxed);
+            too_many_refs();
+        }
     }
 
     /// Put-ref. `Release` so that everything the holder did with `T` happens before the
@@ -543,10 +570,14 @@ impl<K, T> Node<K, T> {
         self.state.fetch_and(!LIVE, Ordering::AcqRel) & LIVE != 0
     }
 
-    /// The owner leaves the node with the table: from now on `remove` may claim it.
-    /// `Relaxed`: the word's other bits are untouched, and the claim is a CAS on it.
+    /// The owner leaves the node with the table: from now on `remove` (or the table's
+    /// drop) may claim it, on another thread, and drain or drop `T` there. `Release`, so
+    /// that the owner's reads of `T` happen before that: the claim's `Acquire` CAS reads
+    /// this write or a later RMW of its release sequence. (`Relaxed` here was a data
+    /// race between the owner's last read and the remover's drop, found by
+    /// ThreadSanitizer: issue 22.)
     pub(crate) fn detach(&self) {
-        let old = self.state.fetch_or(DETACHED, Ordering::Relaxed);
+        let old = self.state.fetch_or(DETACHED, Ordering::Release);
         debug_assert!(old & (LIVE | OWNED | DETACHED) == LIVE | OWNED);
     }
 
@@ -613,21 +644,20 @@ impl<K, T> Node<K, T> {
             }
             sync::spin_hint();
         }
+        if deadline.is_none() && crate::visit::is_visiting(Self::wait_key(self)) {
+            drain_inside_retain();
+        }
         loop {
             if self.refs() == 0 {
                 return true;
             }
             // The lot runs `validate` under its lock and the last put's `unpark_all` takes
             // the same lock after its decrement, so either `validate` sees zero and we do
-            // not sleep, or the put sees `PARKED` and wakes us: no lost wake-up.
-            let parked = sync::park(
-                Self::wait_key(self),
-                || self.set_parked(),
-                || {
-                    self.state.fetch_and(!PARKED, Ordering::Relaxed);
-                },
-                deadline,
-            );
+            // not sleep, or the put sees `PARKED` and wakes us: no lost wake-up. A waiter
+            // that times out leaves `PARKED` set: other threads may wait on `&Dying` too
+            // (`wait` beside another's `wait_timeout`), and only the flag tells the last
+            // put to wake them. Left set, it costs one wake of nobody.
+            let parked = sync::park(Self::wait_key(self), || self.set_parked(), deadline);
             if parked == Parked::TimedOut {
                 return self.refs() == 0;
             }
@@ -692,6 +722,19 @@ fn check_refs(state: usize) {
     if state & REFS >= MAX_REFS {
         too_many_refs();
     }
+}
+
+/// An untimed drain from inside a `retain` predicate of the object the predicate was
+/// given: `retain` holds a reference to it until the predicate returns, so the drain
+/// could never end. Refused rather than hung (issue 22).
+#[cold]
+#[inline(never)]
+fn drain_inside_retain() -> ! {
+    panic!(
+        "restable: drain of the object a `retain` predicate is looking at, from inside that \
+         predicate: `retain` holds a reference to it until the predicate returns, so the drain \
+         would wait forever; return `false` to remove it, or drain it after `retain` returns"
+    );
 }
 
 #[cold]
@@ -766,14 +809,16 @@ mod tests {
         }
     }
 
-    /// What `Layout::extend` makes of a node's parts: the reference `Node::layout`'s
-    /// arithmetic must agree with, since a recycled block is reused only for the very
-    /// layout it was allocated with.
+    /// What `Layout::extend` makes of a node's parts (raised to the recycling link's
+    /// size): the reference `Node::layout`'s arithmetic must agree with, since a
+    /// recycled block is reused only for the very layout it was allocated with.
     fn extended<K, T>(len: usize) -> (Layout, usize, usize) {
         let header = Layout::new::<Node<K, T>>().align_to(NODE_ALIGN).unwrap();
         let (layout, _) = header.extend(Layout::array::<K>(len).unwrap()).unwrap();
         let (layout, hashes) = layout.extend(Layout::array::<u64>(len).unwrap()).unwrap();
         let (layout, value) = layout.extend(Layout::new::<T>()).unwrap();
+        let size = layout.size().max(MIN_BLOCK);
+        let layout = Layout::from_size_align(size, layout.align()).unwrap();
         (layout, hashes, value)
     }
 
@@ -786,10 +831,11 @@ mod tests {
             // `FITS` checks sizes with its own, checked copy of the offsets: it must
             // reach the same end, or it would vouch for a size it never computed.
             assert_eq!(
-                Node::<K, T>::end_checked(len),
+                Node::<K, T>::end_checked(len).map(|end| end.max(MIN_BLOCK)),
                 Some(layout.size()),
                 "{len} keys"
             );
+            assert!(layout.size() >= crate::recycle::LINK_SIZE, "{len} keys");
         }
     }
 
@@ -805,6 +851,11 @@ mod tests {
         layout_agrees::<u8, Wide>();
         layout_agrees::<[u8; 3], [u8; 5]>();
         layout_agrees::<String, Vec<u8>>();
+        // Smaller than a recycling link on their own (24 bytes for one key): raised.
+        layout_agrees::<(), ()>();
+        layout_agrees::<(), u8>();
+        layout_agrees::<u8, ()>();
+        assert_eq!(Node::<(), ()>::layout(1).size(), MIN_BLOCK);
         assert_eq!(Node::<u64, u64>::layout(1).size(), 40);
     }
 
@@ -888,13 +939,27 @@ mod tests {
         assert!(node.try_get());
         node.kill();
         assert!(!node.wait_for_refs(Some(Instant::now())));
-        assert_eq!(
+        assert_ne!(
             node.state() & PARKED,
             0,
-            "a timed-out drainer left PARKED set"
+            "a timed-out drainer cleared PARKED, which another waiter may still need"
         );
         assert!(matches!(node.put(), Release::Held));
         assert!(node.wait_for_refs(None));
+    }
+
+    /// A clone at the bound is refused without counting a reference nobody holds.
+    #[test]
+    fn clone_at_the_bound_leaves_the_count_alone() {
+        let node = Owned::new(&[1u32], ());
+        node.publish();
+        assert!(node.try_get());
+        node.state.fetch_add(MAX_REFS - 1, Ordering::Relaxed);
+        let refused = panic::catch_unwind(AssertUnwindSafe(|| node.clone_ref()));
+        assert!(refused.is_err(), "a clone past the bound was accepted");
+        assert_eq!(node.refs(), MAX_REFS, "the refused clone stayed counted");
+        node.state.fetch_sub(MAX_REFS - 1, Ordering::Relaxed);
+        assert!(matches!(node.put(), Release::Held));
     }
 
     #[test]

@@ -43,21 +43,30 @@ const KEEP: usize = 64;
 const SCAN: usize = 8;
 
 /// What a retired block holds while it waits: written over the start of the dead node.
+/// Every node block is at least this large and aligned ([`LINK_SIZE`], [`LINK_ALIGN`]),
+/// by construction of its layout (`Node::layout`), so recycling never has to refuse one.
 struct Free {
     next: *mut Free,
     layout: Layout,
     line: u16,
 }
 
+/// The size a block needs to carry its recycling link.
+pub(crate) const LINK_SIZE: usize = size_of::<Free>();
+
+/// The alignment a block needs to carry its recycling link.
+pub(crate) const LINK_ALIGN: usize = align_of::<Free>();
+
 impl Block {
     /// Writes the `Free` header over the block and returns it as a stack link.
     fn into_link(self, next: *mut Free) -> *mut Free {
-        assert!(
-            self.size() >= size_of::<Free>() && self.layout.align() >= align_of::<Free>(),
-            "restable: a node block is too small to recycle"
+        debug_assert!(
+            self.size() >= LINK_SIZE && self.layout.align() >= LINK_ALIGN,
+            "every node layout has room for the link"
         );
         let link = self.ptr.as_ptr().cast::<Free>();
-        // SAFETY: the block is ours, large and aligned enough (checked above).
+        // SAFETY: the block is ours, and every node block is large and aligned enough for
+        // the link (`Node::layout`, and `NODE_ALIGN >= LINK_ALIGN`).
         unsafe {
             link.write(Free {
                 next,

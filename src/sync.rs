@@ -44,6 +44,23 @@ pub(crate) type HintFlag = std::sync::atomic::AtomicBool;
 #[cfg(not(loom))]
 pub(crate) use std::sync::Arc;
 
+#[cfg(not(loom))]
+std::thread_local! {
+    static VISITING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+// Loom runs every model thread on one OS thread: its thread-locals give each its own.
+#[cfg(loom)]
+loom::thread_local! {
+    static VISITING: std::cell::Cell<usize> = std::cell::Cell::new(0);
+}
+
+/// This thread's word for [`crate::visit`]: the object its `retain` predicate is
+/// looking at (0: none).
+pub(crate) fn visiting<R>(f: impl FnOnce(&std::cell::Cell<usize>) -> R) -> R {
+    VISITING.with(f)
+}
+
 #[cfg(loom)]
 pub(crate) use loom::sync::Arc;
 
@@ -253,26 +270,27 @@ pub(crate) enum Parked {
 }
 
 /// Parks the thread on `key` if `validate` (run under the lot's lock) returns true, until
-/// [`unpark_all`] on the same key or the deadline. `timed_out` runs under the lot's lock
-/// when the deadline passes, so it is ordered against any concurrent `unpark_all`.
+/// [`unpark_all`] on the same key or the deadline.
+///
+/// A waiter that times out changes nothing on its way out: other threads may still be
+/// parked on the same key, and the flag their `validate` set is what tells the waker to
+/// wake them (a timed-out waiter that cleared it stranded them: issue 22).
 pub(crate) fn park(
     key: usize,
     validate: impl FnOnce() -> bool,
-    timed_out: impl FnOnce(),
     deadline: Option<Instant>,
 ) -> Parked {
     #[cfg(not(loom))]
     {
         use parking_lot_core::{ParkResult, DEFAULT_PARK_TOKEN};
-        // SAFETY: `validate` and `timed_out` only touch an atomic and never call into the
-        // parking lot; `key` is the address of a live node (a drainer) or of a table's
+        // SAFETY: `validate` only touches an atomic and never calls into the parking lot; `key` is the address of a live node (a drainer) or of a table's
         // shard-lock word (a writer), used only as a wait queue id.
         let result = unsafe {
             parking_lot_core::park(
                 key,
                 validate,
                 || {},
-                |_, _| timed_out(),
+                |_, _| {},
                 DEFAULT_PARK_TOKEN,
                 deadline,
             )
@@ -285,7 +303,7 @@ pub(crate) fn park(
     }
     #[cfg(loom)]
     {
-        loom_lot::park(key, validate, timed_out, deadline.is_some())
+        loom_lot::park(key, validate, deadline.is_some())
     }
 }
 
@@ -398,12 +416,7 @@ mod loom_lot {
         };
     }
 
-    pub(super) fn park(
-        key: usize,
-        validate: impl FnOnce() -> bool,
-        timed_out: impl FnOnce(),
-        timed: bool,
-    ) -> Parked {
+    pub(super) fn park(key: usize, validate: impl FnOnce() -> bool, timed: bool) -> Parked {
         let ticket = LOT
             .next_ticket
             .fetch_add(1, loom::sync::atomic::Ordering::Relaxed);
@@ -412,7 +425,6 @@ mod loom_lot {
             return Parked::Invalid;
         }
         if timed {
-            timed_out();
             return Parked::TimedOut;
         }
         parked.push((key, ticket));

@@ -3,12 +3,13 @@
 use crate::drain::Dying;
 use crate::error::{InsertError, InsertErrorKind};
 use crate::guard::{OwnedRef, Owner, Ref};
-use crate::index::{self, Index, LockedShards, Slot};
+use crate::index::{self, Index, LockedShards, Retired, Slot};
 use crate::node::{self, ClonedKeys, Node};
 use crate::sync::{self, Arc, AtomicBool, Guard, Ordering};
 use equivalent::Equivalent;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
+use std::panic::{self, AssertUnwindSafe};
 use std::ptr::NonNull;
 
 /// The most keys one object may answer to. An insert locks the index shards of all its
@@ -131,6 +132,12 @@ impl<K, T> ResTable<K, T, DefaultHashBuilder> {
     }
 
     /// An empty table with room for about `capacity` keys before its index grows.
+    ///
+    /// # Panics
+    ///
+    /// If the index for `capacity` keys would exceed `isize::MAX` bytes ("capacity
+    /// overflow", before anything is allocated), as `Vec::with_capacity` does. A
+    /// capacity that fits but cannot be allocated aborts, as it does for `Vec`.
     ///
     /// ```
     /// let table = restable::ResTable::<u32, ()>::with_capacity(4096);
@@ -261,9 +268,12 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
             value,
         );
         self.registry.link_all(&mut locked, node, Node::publish);
-        drop(locked);
         // SAFETY: linked and published: the owner's from now on.
-        Ok(unsafe { Owner::new(Arc::clone(&self.registry), node) })
+        let owner = unsafe { Owner::new(Arc::clone(&self.registry), node) };
+        // Unlocked first, then what a growth retired goes to the epoch, which may run the
+        // collector — other code — now that no lock is held and the owner exists.
+        drop(locked.unlock());
+        Ok(owner)
     }
 
     /// Get-ref: the object under `key`, with a reference that is put when the [`Ref`]
@@ -389,7 +399,15 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     /// Removes every detached object for which `keep(keys, value)` is false, as
     /// [`remove`](Self::remove) would, and drops it (once its references are gone, by the
     /// last of them). Objects that still have their [`Owner`] are left alone. `keep` runs
-    /// under no lock and may use the table.
+    /// under no lock and may use the table — with one exception: while `keep` looks at an
+    /// object, `retain` holds a reference to it, so an untimed drain of *that* object from
+    /// inside `keep` (`remove` + [`drain`](Dying::drain), or its owner's
+    /// [`kill_and_drain`](Owner::kill_and_drain)) could never end, and panics instead,
+    /// naming the cause. Return `false` to remove it; other objects may be drained, and
+    /// timed drains ([`drain_timeout`](Dying::drain_timeout)) of this one just time out.
+    ///
+    /// A panic in `keep` or in a removed value's drop unwinds out of `retain`; the objects
+    /// it had not reached yet stay in the table.
     ///
     /// ```
     /// let table = restable::ResTable::new();
@@ -561,8 +579,10 @@ impl<K: Eq, T> Registry<K, T> {
 
 impl<K: Eq, T> Registry<K, T> {
     /// Links a killed node under all its keys again and makes it live, or links nothing
-    /// and returns the position of a key that names a live object now.
-    pub(crate) fn revive(&self, node: NonNull<Node<K, T>>) -> Result<(), usize> {
+    /// and returns the position of a key that names a live object now. On success the
+    /// caller makes the node's `Owner` and then drops the [`Retired`] arrays (which may
+    /// run the collector: see [`LockedShards::unlock`]).
+    pub(crate) fn revive(&self, node: NonNull<Node<K, T>>) -> Result<Retired<Node<K, T>>, usize> {
         // SAFETY: the caller (a `Dying`) owns the node, so it stays allocated.
         let this = unsafe { node.as_ref() };
         let hashes = this.hashes();
@@ -572,7 +592,7 @@ impl<K: Eq, T> Registry<K, T> {
             return Err(taken);
         }
         self.link_all(&mut locked, node, Node::revive);
-        Ok(())
+        Ok(locked.unlock())
     }
 }
 
@@ -623,12 +643,22 @@ impl<K, T> Registry<K, T> {
 
     /// See [`ResTable::retain`].
     fn remove_detached(this: &Arc<Self>, mut keep: impl FnMut(&[K], &T) -> bool) {
-        let objects = Iter::new(this);
-        for r in objects {
-            if !keep(r.keys(), &r) {
-                // SAFETY: the iterator is pinned, and found the node in our index.
-                drop(unsafe { Self::claim(this, r.node_ptr()) });
-            }
+        for r in Iter::new(this) {
+            Self::visit(this, r, &mut keep);
+        }
+    }
+
+    /// Asks `keep` about the object `r` refers to, and removes it (as `remove` would) if
+    /// the answer is no. While `keep` runs, this thread is marked as looking at the
+    /// object, so that an untimed drain of it from inside `keep` — which would wait for
+    /// `r` forever — panics instead (see `visit`).
+    fn visit(this: &Arc<Self>, r: Ref<'_, K, T>, keep: &mut impl FnMut(&[K], &T) -> bool) {
+        let visit = crate::visit::enter(Node::wait_key(r.node_ptr()));
+        let kept = keep(r.keys(), &r);
+        drop(visit);
+        if !kept {
+            // SAFETY: `r` keeps the node allocated, and it was found in our index.
+            drop(unsafe { Self::claim(this, r.node_ptr()) });
         }
     }
 
@@ -657,11 +687,34 @@ impl<K, T> Registry<K, T> {
         }
     }
 
-    /// The table's drop: destroys the detached objects it owns.
+    /// The table's drop: destroys the detached objects it owns — every one of them, even
+    /// if a `T::drop` panics: nobody could remove the rest afterwards, so they would leak.
+    /// Each panic is caught, the next object destroyed, and the first panic resumed once
+    /// all are gone.
     fn close(this: &Arc<Self>) {
         this.closed.store(true, Ordering::Relaxed);
         sync::fence(Ordering::SeqCst);
-        Self::remove_detached(this, |_, _| false);
+        let mut objects = Iter::new(this);
+        let mut first_panic = None;
+        loop {
+            // The iterator is only advanced inside: a panic from a value's drop (in
+            // `visit`, which put `r` last) leaves it between two objects.
+            let step = panic::catch_unwind(AssertUnwindSafe(|| {
+                objects
+                    .next()
+                    .map(|r| Self::visit(this, r, &mut |_, _| false))
+            }));
+            match step {
+                Ok(Some(())) => {}
+                Ok(None) => break,
+                Err(payload) => {
+                    first_panic.get_or_insert(payload);
+                }
+            }
+        }
+        if let Some(payload) = first_panic {
+            panic::resume_unwind(payload);
+        }
     }
 
     /// Kill: makes the node unreachable under all its keys at once (clearing `LIVE`),
@@ -797,7 +850,8 @@ impl<'a, K, T> Iterator for Iter<'a, K, T> {
 impl<K, T, S> Drop for ResTable<K, T, S> {
     /// Destroys the detached objects (see [`Owner::detach`]), which only the table owned:
     /// each is killed and its value dropped by the last reference to go. Objects that
-    /// still have their [`Owner`] stay, until it lets go.
+    /// still have their [`Owner`] stay, until it lets go. If a value's drop panics, the
+    /// other detached objects are still destroyed, and then the first panic goes on.
     fn drop(&mut self) {
         Registry::close(&self.registry);
     }

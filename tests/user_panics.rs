@@ -325,3 +325,32 @@ fn a_panicking_key_drop_in_the_collector_stays_there() {
     );
     assert_usable(&table, &life);
 }
+
+/// The table's drop destroys every detached object even when some values' drops panic:
+/// nobody could remove the rest afterwards (it used to stop at the first panic, leaving
+/// the rest and their blocks leaked). The first panic goes on once all are destroyed.
+#[test]
+fn a_panicking_value_drop_in_the_table_drop_destroys_the_rest() {
+    let life = Arc::new(Life::default());
+    let drops = Arc::new(AtomicUsize::new(0));
+    let table = ResTable::new();
+    for id in 1..=50 {
+        let mut value = Val::new(&drops);
+        value.panic_in_drop = id % 7 == 3;
+        table
+            .insert(&[Key::new(id, &life)], value)
+            .unwrap()
+            .detach();
+    }
+    let dropped = catch_unwind(AssertUnwindSafe(|| drop(table)));
+    assert!(dropped.is_err(), "the values' panics were swallowed");
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        50,
+        "some values were never dropped"
+    );
+    assert!(
+        collect_until(|| alive(&life) == 0),
+        "some nodes were never retired"
+    );
+}

@@ -73,6 +73,42 @@ fn last_put_vs_drainer_parking() {
     });
 }
 
+/// 2b. Two waiters on one `Dying` (it is `Sync`: `wait` and `wait_timeout` take `&self`),
+/// one of which gives up while the other sleeps, racing the last put: the sleeper must be
+/// woken, whatever the one that gave up left behind. (A timed-out waiter used to clear
+/// the flag that tells the last put to wake anyone: issue 22.)
+#[test]
+fn timed_out_waiter_vs_waiter() {
+    model_seeing(
+        "timed_out_waiter_vs_waiter",
+        &["timed out", "drained in time"],
+        |seen| {
+            let table = Arc::new(Table::new());
+            let (qp, drops) = Qp::new(3);
+            let owner = table.insert(&[QPN], qp).unwrap();
+            let r = table.get_owned(&QPN).unwrap();
+            let dying = Arc::new(owner.kill());
+            let waiter = {
+                let dying = Arc::clone(&dying);
+                thread::spawn(move || dying.wait())
+            };
+            let holder = thread::spawn(move || {
+                assert_eq!(r.read(), 3, "a holder saw a drained QP");
+                drop(r);
+            });
+            match dying.wait_timeout(Duration::from_secs(1)) {
+                true => seen.saw("drained in time"),
+                false => seen.saw("timed out"),
+            }
+            waiter.join().unwrap();
+            holder.join().unwrap();
+            drop(dying);
+            restable::loom_collect();
+            assert_eq!(drops.count(), 1);
+        },
+    );
+}
+
 /// 3. Publish before init: mlx5 inserted into its radix tree before setting the
 /// refcount and completion. A get racing the insert sees a fully built object or none.
 #[test]
