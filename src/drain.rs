@@ -5,7 +5,7 @@
 use crate::error::ReviveError;
 use crate::guard::{abandon, Owner};
 use crate::node::{self, Node};
-use crate::sync::{self, Arc};
+use crate::sync;
 use crate::table::{self, Registry};
 use std::fmt;
 use std::future::{Future, IntoFuture};
@@ -48,8 +48,9 @@ use std::time::{Duration, Instant};
               last reference; `drain` it to get the value back"]
 pub struct Dying<K, T> {
     node: NonNull<Node<K, T>>,
-    /// The table's shared part, kept so the drained node's block can go back to it.
-    registry: ManuallyDrop<Arc<Registry<K, T>>>,
+    /// A handle on the table's shared part (see `table::Registry`), kept so the drained
+    /// node's block can go back to it.
+    registry: NonNull<Registry<K, T>>,
 }
 
 // SAFETY: as for `Owner`: moving `T` out or dropping it needs `T: Send`, the `&T` that
@@ -61,12 +62,9 @@ unsafe impl<K: Send + Sync, T: Send + Sync> Sync for Dying<K, T> {}
 impl<K, T> Dying<K, T> {
     /// # Safety
     /// `node` is killed and unlinked from `registry`'s index, and the caller hands its
-    /// ownership to the `Dying`.
-    pub(crate) unsafe fn new(node: NonNull<Node<K, T>>, registry: Arc<Registry<K, T>>) -> Self {
-        Dying {
-            node,
-            registry: ManuallyDrop::new(registry),
-        }
+    /// ownership, with a handle on the registry counted at its home, to the `Dying`.
+    pub(crate) unsafe fn new(node: NonNull<Node<K, T>>, registry: NonNull<Registry<K, T>>) -> Self {
+        Dying { node, registry }
     }
 
     fn node(&self) -> &Node<K, T> {
@@ -203,14 +201,14 @@ impl<K, T> Dying<K, T> {
     where
         K: Eq,
     {
-        match self.registry.revive(self.node) {
+        // SAFETY: our handle keeps the registry allocated.
+        match unsafe { self.registry.as_ref() }.revive(self.node) {
             Err(at) => Err(ReviveError::new(self, at)),
             Ok(retired) => {
-                let mut this = ManuallyDrop::new(self);
-                // SAFETY: linked and live again; ownership moves from `this` (never
-                // dropped) to the `Owner`, and the registry handle is taken out once.
-                let owner =
-                    unsafe { Owner::new(ManuallyDrop::take(&mut this.registry), this.node) };
+                let this = ManuallyDrop::new(self);
+                // SAFETY: linked and live again; ownership and the registry handle move
+                // from `this` (never dropped) to the `Owner`, once.
+                let owner = unsafe { Owner::new(this.registry, this.node) };
                 // Now that the owner exists, what a growth retired may go to the epoch
                 // (and the collector run).
                 drop(retired);
@@ -268,14 +266,14 @@ impl<K, T> Dying<K, T> {
     /// # Safety
     /// No reference is out (seen with `Acquire`).
     unsafe fn take(self) -> T {
-        let mut this = ManuallyDrop::new(self);
+        let this = ManuallyDrop::new(self);
         let node = this.node.as_ptr();
         // SAFETY: killed, unlinked (by `Owner::kill`), no references (caller), and `this`
         // is consumed without running its drop, so the node and the registry handle are
         // used once, here.
         unsafe {
             let value = node::take_value(node);
-            table::retire(node, Some(ManuallyDrop::take(&mut this.registry)));
+            table::retire(node, Some(this.registry));
             value
         }
     }
@@ -311,7 +309,7 @@ impl<K, T> Drop for Dying<K, T> {
     fn drop(&mut self) {
         // SAFETY: we own the node and give that up here, exactly once; the registry
         // handle is not used after this.
-        unsafe { abandon(self.node, ManuallyDrop::take(&mut self.registry)) }
+        unsafe { abandon(self.node, self.registry) }
     }
 }
 

@@ -3,7 +3,6 @@
 
 use crate::drain::Dying;
 use crate::node::{Node, Release};
-use crate::sync::Arc;
 use crate::table::{self, Registry};
 use std::fmt;
 use std::marker::PhantomData;
@@ -51,8 +50,9 @@ use std::ptr::NonNull;
 #[must_use = "dropping the `Owner` kills the object at once: keep it to keep the object in \
               the table, or `detach` it to leave it there until `remove`"]
 pub struct Owner<K, T> {
-    /// Taken out by `kill` or `drop`, which pass it on to the `Dying` or the retirement.
-    registry: ManuallyDrop<Arc<Registry<K, T>>>,
+    /// A handle on the table's shared part (see `table::Registry`), passed on by `kill`,
+    /// `detach` or `drop` to the `Dying`, the table or the node's retirement.
+    registry: NonNull<Registry<K, T>>,
     node: NonNull<Node<K, T>>,
 }
 
@@ -65,13 +65,15 @@ unsafe impl<K: Send + Sync, T: Send + Sync> Sync for Owner<K, T> {}
 
 impl<K, T> Owner<K, T> {
     /// # Safety
-    /// `node` is linked and published in `registry`'s index, and its ownership moves to
-    /// the `Owner`.
-    pub(crate) unsafe fn new(registry: Arc<Registry<K, T>>, node: NonNull<Node<K, T>>) -> Self {
-        Owner {
-            registry: ManuallyDrop::new(registry),
-            node,
-        }
+    /// `node` is linked and published in `registry`'s index, and its ownership, with a
+    /// handle on the registry counted at its home, moves to the `Owner`.
+    pub(crate) unsafe fn new(registry: NonNull<Registry<K, T>>, node: NonNull<Node<K, T>>) -> Self {
+        Owner { registry, node }
+    }
+
+    fn registry(&self) -> &Registry<K, T> {
+        // SAFETY: our handle keeps the registry allocated.
+        unsafe { self.registry.as_ref() }
     }
 
     fn node(&self) -> &Node<K, T> {
@@ -106,11 +108,11 @@ impl<K, T> Owner<K, T> {
     /// assert_eq!(dying.drain(), "qp");
     /// ```
     pub fn kill(self) -> Dying<K, T> {
-        let mut this = ManuallyDrop::new(self);
-        this.registry.kill(this.node());
-        // SAFETY: `this` is never used or dropped again, so the registry handle is taken
-        // out once; ownership of the killed node moves from `this` to the `Dying`.
-        unsafe { Dying::new(this.node, ManuallyDrop::take(&mut this.registry)) }
+        let this = ManuallyDrop::new(self);
+        this.registry().kill(this.node());
+        // SAFETY: `this` is never used or dropped again, so the registry handle and the
+        // killed node's ownership move from it to the `Dying`, once.
+        unsafe { Dying::new(this.node, this.registry) }
     }
 
     /// Leaves the object with the table: it stays live under its keys without an owner
@@ -125,13 +127,10 @@ impl<K, T> Owner<K, T> {
     /// assert_eq!(table.remove(&1).unwrap().drain(), "conn");
     /// ```
     pub fn detach(self) {
-        let mut this = ManuallyDrop::new(self);
-        // SAFETY: `this` is never used or dropped again, so the registry handle is taken
-        // out once, and the node's ownership goes to the table, once.
-        unsafe {
-            let registry = ManuallyDrop::take(&mut this.registry);
-            Registry::adopt(&registry, this.node);
-        }
+        let this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never used or dropped again, so the registry handle and the
+        // node's ownership go to the table, once.
+        unsafe { Registry::adopt(this.registry, this.node) }
     }
 
     /// Kills the object, waits for every reference to be put and returns the value: the
@@ -161,10 +160,10 @@ impl<K, T> Deref for Owner<K, T> {
 
 impl<K, T> Drop for Owner<K, T> {
     fn drop(&mut self) {
-        self.registry.kill(self.node());
-        // SAFETY: the owner's right to the node is given up here, exactly once, and the
-        // registry handle is not used after this.
-        unsafe { abandon(self.node, ManuallyDrop::take(&mut self.registry)) }
+        self.registry().kill(self.node());
+        // SAFETY: the owner's right to the node and its handle are given up here, exactly
+        // once, and neither is used after this.
+        unsafe { abandon(self.node, self.registry) }
     }
 }
 
@@ -173,12 +172,20 @@ impl<K, T> Drop for Owner<K, T> {
 ///
 /// # Safety
 /// `node` is killed and unlinked from `registry`'s index, and the caller holds its owner
-/// and never touches it again.
-pub(crate) unsafe fn abandon<K, T>(node: NonNull<Node<K, T>>, registry: Arc<Registry<K, T>>) {
+/// (with a handle on `registry` counted at the node's home) and never touches either
+/// again.
+pub(crate) unsafe fn abandon<K, T>(node: NonNull<Node<K, T>>, registry: NonNull<Registry<K, T>>) {
+    // Read before the abandon's RMW: after it, the last put may free the node.
+    // SAFETY: the caller's owner keeps the node alive until then.
+    let home = unsafe { node.as_ref() }.home();
     // SAFETY: the caller's owner keeps the node alive until this call, and gives it up.
-    if let Release::Last = unsafe { Node::abandon(node.as_ptr()) } {
-        // SAFETY: `Last`: no reference is out and the owner is gone.
-        unsafe { table::drop_and_retire(node.as_ptr(), Some(registry)) }
+    match unsafe { Node::abandon(node.as_ptr()) } {
+        // SAFETY: `Last`: no reference is out and the owner is gone; the handle goes on
+        // to the node's disposal, which recycles its block into the registry.
+        Release::Last => unsafe { table::drop_and_retire(node.as_ptr(), Some(registry)) },
+        // The last put frees the node without the registry: the handle goes now.
+        // SAFETY: ours, given up once.
+        Release::Held => unsafe { Registry::release(registry, home) },
     }
 }
 

@@ -38,8 +38,9 @@
 //!   reference). If none matches and the bucket's overflow bit for this hash is clear,
 //!   the key is absent; otherwise the next bucket of the sequence is read the same way.
 //!   A miss reads one line, a hit two (bucket, node).
-//! - **Writers** hold the shard's lock (its bit in the index's lock word, see
-//!   [`crate::lock`]), which is all they need to read it safely (see
+//! - **Writers** hold the shard's lock (one word in the shard's own lines, see
+//!   [`crate::lock`]; several shards in ascending order, see [`LockedShards`]), which
+//!   is all they need to read it safely (see
 //!   [`ShardWriter`]), having prefetched each key's first bucket before taking it
 //!   (so a cold table's misses overlap instead of piling up inside the locks; see
 //!   [`Index::prefetch`]). Linking stores the slot, then the tag (both `Release`); a
@@ -70,7 +71,7 @@
 //!   unpinned; smaller ones wait until the thread has deferred 64 things.
 //! - **Index memory** of a table of N keys: 64-byte buckets of 7 slots, at most three
 //!   quarters full and, after a growth, at least a quarter (so 12–37 bytes a key, plus
-//!   63 shards' first bucket), plus the arrays retired while a reader stayed pinned: the
+//!   64 shards' first bucket), plus the arrays retired while a reader stayed pinned: the
 //!   growths of one pin add up to less than the current arrays, and same-size rebuilds
 //!   (one per half a shard's buckets of overflows) add one array each; plus at most
 //!   64 KiB of arrays under 1 KiB per writing thread, waiting in its bag.
@@ -82,25 +83,26 @@
 //! The index knows nothing about node state: the table decides what a found node means.
 
 use crate::block::{Block, Carver};
-use crate::lock::ShardLocks;
+use crate::lock::ShardLock;
 use crate::node::NODE_ALIGN;
 use crate::recycle::{Incoming, Spare};
 use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, CellMut, Guard, LockedCell, Ordering};
 use equivalent::Equivalent;
 use std::ptr;
 
-/// How many shards a table's index has: as many as the shard-lock word has bits for
-/// (see `lock`), so that two writers of six-key objects share a shard less than half of
-/// the time. Under loom two keep the models small while still exercising inserts that
-/// lock more than one shard.
+/// How many shards a table's index has: as many as a writer's set of locked shards
+/// has bits for (see [`LockedShards`]). Each shard has its own lock and counters, in
+/// its own cache lines, so writers on different shards share no memory; two writers of
+/// six-key objects share some shard a little under half of the time. Under loom two
+/// keep the models small while still exercising inserts that lock more than one shard.
 #[cfg(not(loom))]
-const SHARDS: usize = 63;
+const SHARDS: usize = 64;
 #[cfg(loom)]
 const SHARDS: usize = 2;
 
 const _: () = assert!(
-    SHARDS < 64,
-    "the shard locks are bits of a u64 (see `lock`)"
+    SHARDS <= 64,
+    "a writer's locked shards are the bits of a u64 (see `LockedShards`)"
 );
 
 /// Slots per bucket: seven 8-byte slots and the control word fill one cache line. Under
@@ -252,20 +254,24 @@ pub(crate) struct Index<K, N> {
     arrays: [AtomicPtr<Bucket<N>>; SHARDS],
     _keys: std::marker::PhantomData<K>,
     shards: [Shard; SHARDS],
-    /// One lock bit per shard: writers hold the bits of their keys' shards.
-    locks: ShardLocks,
 }
 
-/// What a shard's writers keep besides its array; aligned to its own cache lines, so
-/// that writers on neighbouring shards do not slow each other.
+/// What a shard's writers keep besides its array; aligned to its own cache lines (two:
+/// x86's adjacent-line prefetcher pairs them), so that writers on different shards
+/// share no line, and no lookup reads one.
 #[repr(align(128))]
 struct Shard {
-    /// Writers hold the shard's bit in [`Index::locks`] to touch it.
+    /// Writers hold it to touch `state`.
+    lock: ShardLock,
+    /// See [`ShardWriter`].
     state: LockedCell<ShardState>,
     /// See [`ShardWriter::add_objects`]; read without the lock by [`Index::objects`].
     objects: AtomicUsize,
     /// Blocks of nodes whose first key lives here, back from their grace period.
     incoming: Incoming,
+    /// How many handles on the table's shared part count here (see
+    /// [`Index::handles`]).
+    handles: AtomicUsize,
 }
 
 /// What a shard's writers share, under its lock.
@@ -335,6 +341,7 @@ impl<K, N: Keyed<K>> Index<K, N> {
             .unwrap_or_else(|| capacity_overflow(capacity));
         let arrays = std::array::from_fn(|_| AtomicPtr::new(array_word(Bucket::array(buckets))));
         let shards = std::array::from_fn(|_| Shard {
+            lock: ShardLock::new(),
             state: LockedCell::new(ShardState {
                 len: 0,
                 overflows: 0,
@@ -343,12 +350,12 @@ impl<K, N: Keyed<K>> Index<K, N> {
             }),
             objects: AtomicUsize::new(0),
             incoming: Incoming::new(),
+            handles: AtomicUsize::new(0),
         });
         Index {
             arrays,
             _keys: std::marker::PhantomData,
             shards,
-            locks: ShardLocks::new(),
         }
     }
 
@@ -410,6 +417,14 @@ impl<K, N> Index<K, N> {
         unsafe { Buckets::from_word(self.arrays[shard].load(Ordering::Acquire)) }
     }
 
+    /// The counter of the shard of `hash` that the table's shared part counts its handles
+    /// in (see `table::Registry`): kept here, in each shard's own lines, so that the
+    /// handles of objects homed in different shards share no word.
+    #[inline]
+    pub(crate) fn handles(&self, hash: u64) -> &AtomicUsize {
+        &self.shards[Self::shard_of(hash)].handles
+    }
+
     /// Gives a dead node's block back to the shard of `hash` (its first key's), for
     /// reuse by an insert there. Lock-free.
     pub(crate) fn recycle(&self, hash: u64, block: Block) {
@@ -439,7 +454,7 @@ impl<K, N> Index<K, N> {
         let _ = hash;
     }
 
-    /// The shard a hash lives in: bit `shard_of(hash)` of the shard-lock word.
+    /// The shard a hash lives in.
     #[inline]
     pub(crate) fn shard_of(hash: u64) -> usize {
         // The top 32 bits scaled to 0..SHARDS (a multiply, not a modulo): the top
@@ -455,7 +470,7 @@ impl<K, N> Index<K, N> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct IndexStats {
-    /// Shards: each has its own lock and bucket array (63; two under loom).
+    /// Shards: each has its own lock and bucket array (64; two under loom).
     pub shards: usize,
     /// Buckets over all shards (each 64 bytes).
     pub buckets: usize,
@@ -549,8 +564,7 @@ impl<K, N> Drop for Index<K, N> {
 /// retired only once all its slots are unlinked, also under the locks of their shards,
 /// so every node a locked shard's slots point to stays allocated while the lock is
 /// held. Nothing under a shard lock pins, flushes or collects (a rebuild's replaced
-/// array is retired after the unlock, see [`Retired`]); inserts pin before they lock,
-/// for the loom models' sake (see `table::pin_linker`).
+/// array is retired after the unlock, see [`Retired`]), and writers do not pin at all.
 pub(crate) struct ShardWriter<'a, K, N> {
     state: CellMut<'a, ShardState>,
     shard: &'a Shard,
@@ -667,10 +681,18 @@ impl<K, N: Keyed<K>> ShardWriter<'_, K, N> {
 pub(crate) struct Retired<N>(Vec<ArrayWord<N>>);
 
 impl<N> Drop for Retired<N> {
+    /// Inline: on almost every write nothing was retired, and that check is all it costs.
+    #[inline]
     fn drop(&mut self) {
-        if self.0.is_empty() {
-            return;
+        if !self.0.is_empty() {
+            self.hand_over();
         }
+    }
+}
+
+impl<N> Retired<N> {
+    #[cold]
+    fn hand_over(&mut self) {
         let guard = crate::sync::pin();
         let mut flush = false;
         for &word in &self.0 {
@@ -917,9 +939,16 @@ impl<K, N: Keyed<K>> Buckets<'_, K, N> {
     }
 }
 
-/// The shards of one node's keys, all locked at once (see [`crate::lock`]), so a node
-/// whose keys share a shard locks it once and two writers never deadlock. Unlocks them
-/// when dropped.
+/// The shards of one node's keys, all locked (see [`crate::lock`]). Unlocks them when
+/// dropped.
+///
+/// How writers synchronize, and why they cannot deadlock: a writer takes the locks of
+/// its set in ascending shard order, each lock once however many of its keys live
+/// there, and holds them all until it is done. A writer that waits holds only shards
+/// below the one it waits for, so in any chain of writers each waiting for the next,
+/// the shards waited for strictly increase, and the chain can never close into a
+/// cycle. Writers whose sets are disjoint touch no common memory: each shard's lock,
+/// counters and spare blocks are in its own lines.
 pub(crate) struct LockedShards<'a, K, N> {
     index: &'a Index<K, N>,
     /// Bit `i`: shard `i` is held.
@@ -933,11 +962,16 @@ impl<'a, K, N> LockedShards<'a, K, N> {
     /// before the locks are taken (see [`Index::prefetch`]).
     #[inline]
     pub(crate) fn new(index: &'a Index<K, N>, hashes: impl Iterator<Item = u64>) -> Self {
-        let set = hashes.fold(0, |set, hash| {
+        let set = hashes.fold(0u64, |set, hash| {
             index.prefetch(hash);
             set | 1 << Index::<K, N>::shard_of(hash)
         });
-        index.locks.lock(set);
+        // Ascending: the lowest set bit first (see above).
+        let mut todo = set;
+        while todo != 0 {
+            index.shards[todo.trailing_zeros() as usize].lock.lock();
+            todo &= todo - 1;
+        }
         LockedShards {
             index,
             set,
@@ -979,7 +1013,13 @@ impl<'a, K, N> LockedShards<'a, K, N> {
 
 impl<K, N> Drop for LockedShards<'_, K, N> {
     fn drop(&mut self) {
-        self.index.locks.unlock(self.set);
+        let mut todo = self.set;
+        while todo != 0 {
+            self.index.shards[todo.trailing_zeros() as usize]
+                .lock
+                .unlock();
+            todo &= todo - 1;
+        }
         drop(Retired(std::mem::take(&mut self.retired)));
     }
 }

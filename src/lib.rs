@@ -79,8 +79,9 @@
 //!
 //! ## Operations and their linearization points
 //!
-//! - **insert**: lock the index shards of all keys (all at once: one CAS on the table's
-//!   shard-lock word, see the `lock` module), check that no key names a live node (a
+//! - **insert**: lock the index shards of all keys (one lock word per shard, in the
+//!   shard's own cache lines, taken in ascending shard order so that writers cannot
+//!   deadlock: see the `lock` module), check that no key names a live node (a
 //!   killed node's leftover slot is unlinked), link one slot per key, then *store*
 //!   `OWNED | LIVE` — the linearization point — and unlock. Nothing is linked before
 //!   every check passed, so a failed insert was never visible and hands the value back;
@@ -220,7 +221,7 @@
 //! | `table` | [`ResTable`]: insert, get, kill's index part, iteration |
 //! | `index` | sharded, epoch-protected open-addressed index of one-line buckets: lock-free find, locked link/unlink, growth by copy |
 //! | `node` | the node (one block: header, keys, hashes, value) and its state word; every transition of it |
-//! | `lock` | the shard locks: any set of shards locked and unlocked with one atomic RMW each, parking when contended |
+//! | `lock` | one shard's lock: a word in the shard's own lines, parking when contended |
 //! | `recycle` | retired node blocks going back to their shard for reuse |
 //! | `visit` | the object a `retain` predicate is looking at, so that draining it from inside panics instead of hanging |
 //! | `section` | [`ReadSection`]: one epoch pin for a batch of lookups |
@@ -253,6 +254,11 @@ mod visit;
 #[cfg(loom)]
 #[doc(hidden)]
 pub use sync::collect as loom_collect;
+
+/// Loom models call this first thing on every model thread (see `sync::register`).
+#[cfg(loom)]
+#[doc(hidden)]
+pub use sync::register as loom_register;
 
 pub use builder::Builder;
 pub use drain::{Drain, Dying};

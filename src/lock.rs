@@ -1,32 +1,38 @@
-//! Shard locks: any set of the index's shards, locked and unlocked with one atomic
-//! read-modify-write each.
+//! Shard locks: one lock word per index shard, in the shard's own cache lines, so that
+//! writers on different shards share no memory at all.
 //!
-//! An insert or a kill of an object with several keys must hold the shards of all its
-//! keys at once (that is what makes it all-or-nothing). With one mutex per shard, a
-//! six-key object locks and unlocks about five shards: ten locked instructions, which
-//! were most of an insert + kill cycle. Here the shards' locks are the bits of one word:
+//! An insert or a kill of an object with several keys holds the shards of all its keys at
+//! once (that is what makes it all-or-nothing). It takes their locks one by one in
+//! ascending shard order (see `index::LockedShards`), which is what keeps two writers
+//! with overlapping shard sets from deadlocking: each waits only for a shard above every
+//! shard it holds, so no cycle of waits can form.
 //!
-//! - [`ShardLocks::lock`] sets every bit of its set with one `compare_exchange` once
-//!   none of them is set (`Acquire`: the holder sees what the previous holders of those
-//!   shards wrote). Writers whose sets are disjoint never wait for each other; all of a
-//!   set is taken at once, so no order among shards is needed and two writers cannot
-//!   deadlock.
-//! - [`ShardLocks::unlock`] clears the set with one `fetch_and` (`Release`).
-//! - A writer that finds a shard of its set taken spins briefly, then parks on the word's
-//!   address. Inside the parking lot's `validate` (under the lot's lock) it sets
-//!   [`WAITERS`] with a `fetch_or` and sleeps only if that RMW still saw a shard of its
-//!   set taken. An unlock clears its shards and `WAITERS` with one `fetch_and` and, if
-//!   `WAITERS` was set, wakes every sleeper (each checks again, and sets `WAITERS` again
-//!   if it goes back to sleep). Both are read-modify-writes of the one word, so one comes
-//!   first: either the sleeper's sees the shards free and it does not sleep, or the
-//!   unlock's sees `WAITERS` and wakes it through the lot's lock, which the sleeper holds
-//!   until it is queued. No lost wake-up, and no `SeqCst` needed (loom could not check a
-//!   `SeqCst` load; it checks this).
+//! Until the write-path rework (issue 24) every shard's lock was a bit of one shared
+//! word, taken for a whole set with one CAS: fewer locked instructions for a six-key
+//! object, but every lock and unlock in the table moved that one cache line between
+//! cores, so two writers on disjoint shards serialized on it like on a global spinlock
+//! (two threads' insert + kill cycles on disjoint keys were slower than one global
+//! mutex's).
+//!
+//! One shard's word:
+//!
+//! - [`ShardLock::lock`]: a `compare_exchange` from 0 to [`LOCKED`] (`Acquire`: the
+//!   holder sees what the previous holders of the shard wrote).
+//! - [`ShardLock::unlock`]: a `swap` to 0 (`Release`), which also says whether a writer
+//!   sleeps on the word ([`WAITERS`]).
+//! - A writer that finds the shard taken spins briefly, then parks on the word's address.
+//!   Inside the parking lot's `validate` (under the lot's lock) it sets [`WAITERS`] with a
+//!   `fetch_or` and sleeps only if that RMW still saw [`LOCKED`]. Both that and the
+//!   unlock's `swap` are read-modify-writes of the one word, so one comes first: either
+//!   the sleeper's sees the shard free and it does not sleep, or the unlock's sees
+//!   `WAITERS` and wakes every sleeper through the lot's lock, which the sleeper holds
+//!   until it is queued. Each woken writer tries again, and sets `WAITERS` again if it
+//!   goes back to sleep. No lost wake-up, and no `SeqCst` needed (loom checks this).
 //!
 //! Not fair: a writer may be overtaken while it sleeps. Writers hold shards for a few
 //! hundred nanoseconds at most, and never while running user code other than `K::eq`.
 
-use crate::sync::{self, AtomicU64, Ordering};
+use crate::sync::{self, AtomicUsize, Ordering};
 
 /// How often a writer retries before it parks. Shards are held briefly, so a short spin
 /// usually saves a sleep; under loom the spin only multiplies interleavings.
@@ -35,38 +41,52 @@ const LOCK_SPINS: u32 = 100;
 #[cfg(loom)]
 const LOCK_SPINS: u32 = 0;
 
-/// Set in [`ShardLocks`]' word while a writer sleeps (or is about to) until some shard
-/// is unlocked; the other bits are the shards' locks.
-pub(crate) const WAITERS: u64 = 1 << 63;
+/// Set while a writer holds the shard.
+pub(crate) const LOCKED: usize = 1;
 
-/// The locks of up to 63 shards: shard `i` is locked while bit `i` of `held` is set.
-///
-/// Aligned to 128 bytes (two lines: x86's adjacent-line prefetcher pairs them), so the
-/// word that every writer writes shares no cache line with what readers read: next to
-/// the index's shard pointer, each lock and unlock made every lookup on another core
-/// miss.
-#[repr(align(128))]
-pub(crate) struct ShardLocks {
-    held: AtomicU64,
+/// Set while a writer sleeps (or is about to) until the shard is unlocked.
+pub(crate) const WAITERS: usize = 2;
+
+/// One shard's lock (see the module documentation). It lives in the shard's own cache
+/// lines, beside what only that shard's writers touch.
+pub(crate) struct ShardLock {
+    word: AtomicUsize,
 }
 
-impl ShardLocks {
+impl ShardLock {
     pub(crate) fn new() -> Self {
-        ShardLocks {
-            held: AtomicU64::new(0),
+        ShardLock {
+            word: AtomicUsize::new(0),
         }
     }
 
-    /// Blocks until no shard in `set` is locked, then locks them all at once.
-    pub(crate) fn lock(&self, set: u64) {
-        debug_assert!(set != 0 && set & WAITERS == 0);
+    /// Blocks until the shard is free, then locks it.
+    #[inline]
+    pub(crate) fn lock(&self) {
+        if self
+            .word
+            .compare_exchange(0, LOCKED, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.lock_contended();
+        }
+    }
+
+    #[cold]
+    fn lock_contended(&self) {
         let mut spins = 0;
         loop {
-            let held = self.held.load(Ordering::Relaxed);
-            if held & set == 0 {
+            let word = self.word.load(Ordering::Relaxed);
+            if word & LOCKED == 0 {
+                // Keeps `WAITERS` if it is set: other sleepers still need the wake-up.
                 if self
-                    .held
-                    .compare_exchange_weak(held, held | set, Ordering::Acquire, Ordering::Relaxed)
+                    .word
+                    .compare_exchange_weak(
+                        word,
+                        word | LOCKED,
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
                     .is_ok()
                 {
                     return;
@@ -78,28 +98,27 @@ impl ShardLocks {
                 sync::spin_hint();
                 continue;
             }
-            // `Relaxed`: the lock itself is taken by the CAS above, after the wake-up.
             sync::park(
                 self.wait_key(),
-                || self.held.fetch_or(WAITERS, Ordering::Relaxed) & set != 0,
+                || self.word.fetch_or(WAITERS, Ordering::Relaxed) & LOCKED != 0,
                 None,
             );
         }
     }
 
-    /// Unlocks every shard in `set` (all locked by the caller) and wakes the writers
-    /// that sleep, if any.
-    pub(crate) fn unlock(&self, set: u64) {
-        let held = self.held.fetch_and(!(set | WAITERS), Ordering::Release);
-        debug_assert_eq!(held & set, set, "unlock of shards not locked");
-        if held & WAITERS != 0 {
+    /// Unlocks the shard, waking the writers asleep on it.
+    #[inline]
+    pub(crate) fn unlock(&self) {
+        let word = self.word.swap(0, Ordering::Release);
+        debug_assert!(word & LOCKED != 0, "unlock of a shard not locked");
+        if word & WAITERS != 0 {
             sync::unpark_all(self.wait_key());
         }
     }
 
     /// The parking lot key of the writers waiting here: the word's address, which no
-    /// node can have while the table lives.
+    /// drainer uses (drainers wait on node addresses).
     fn wait_key(&self) -> usize {
-        std::ptr::from_ref(&self.held).addr()
+        std::ptr::from_ref(&self.word).addr()
     }
 }

@@ -462,6 +462,13 @@ impl<K, T> Node<K, T> {
         self.state.store(OWNED | LIVE, Ordering::Release);
     }
 
+    /// [`Node::publish`] for a node the table owns from the start (the map-style insert):
+    /// live and detached at once, so `remove` may claim it. `Release` as there.
+    pub(crate) fn publish_detached(&self) {
+        debug_assert_eq!(self.state(), OWNED);
+        self.state.store(OWNED | LIVE | DETACHED, Ordering::Release);
+    }
+
     /// Get-ref: takes a reference if the node is live. Lock-free: it retries only when
     /// another thread changed the word in between, and never waits for one.
     ///

@@ -35,7 +35,7 @@ use std::ptr::{self, NonNull};
 
 /// The most spare blocks a shard keeps for reuse; more are freed. Enough to absorb the
 /// kills between two inserts of a busy writer without holding on to much memory once the
-/// table shrinks (63 shards × 64 blocks of a few hundred bytes).
+/// table shrinks (64 shards × 64 blocks of a few hundred bytes).
 const KEEP: usize = 64;
 
 /// How many spare blocks an insert looks at for one of its layout (tables whose objects

@@ -42,9 +42,6 @@ pub(crate) use crossbeam_epoch::Guard;
 pub(crate) type HintFlag = std::sync::atomic::AtomicBool;
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::Arc;
-
-#[cfg(not(loom))]
 std::thread_local! {
     static VISITING: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
@@ -60,9 +57,6 @@ loom::thread_local! {
 pub(crate) fn visiting<R>(f: impl FnOnce(&std::cell::Cell<usize>) -> R) -> R {
     VISITING.with(f)
 }
-
-#[cfg(loom)]
-pub(crate) use loom::sync::Arc;
 
 use std::task::Waker;
 use std::time::Instant;
@@ -138,14 +132,32 @@ pub(crate) fn pin() -> Guard {
 }
 
 #[cfg(loom)]
+loom::lazy_static! {
+    static ref COLLECTOR: crossbeam_epoch::Collector = crossbeam_epoch::Collector::new();
+}
+
+#[cfg(loom)]
+loom::thread_local! {
+    static HANDLE: crossbeam_epoch::LocalHandle = COLLECTOR.register();
+}
+
+#[cfg(loom)]
 pub(crate) fn pin() -> Guard {
-    loom::lazy_static! {
-        static ref COLLECTOR: crossbeam_epoch::Collector = crossbeam_epoch::Collector::new();
-    }
-    loom::thread_local! {
-        static HANDLE: crossbeam_epoch::LocalHandle = COLLECTOR.register();
-    }
     HANDLE.with(|handle| handle.pin())
+}
+
+/// Registers the calling model thread with the model's collector (what its first pin
+/// would do). Loom models call it first thing on every thread: a thread that starts
+/// with an insert otherwise meets the other threads only on the index's atomics, and
+/// loom's preemption-bounded search, starting from a schedule that runs the other
+/// thread first, may explore a single execution of the race (it did for
+/// `get_vs_insert_publish`, and reported success). The registration's accesses to the
+/// collector's shared list give the search a point to branch from, in test code only:
+/// no production path pins for the models' sake.
+#[cfg(loom)]
+#[doc(hidden)]
+pub fn register() {
+    HANDLE.with(|_| ());
 }
 
 /// Drives reclamation from the calling thread: flushes its deferred work and re-pins a
@@ -284,7 +296,7 @@ pub(crate) fn park(
     {
         use parking_lot_core::{ParkResult, DEFAULT_PARK_TOKEN};
         // SAFETY: `validate` only touches an atomic and never calls into the parking lot; `key` is the address of a live node (a drainer) or of a table's
-        // shard-lock word (a writer), used only as a wait queue id.
+        // shard's lock word (a writer), used only as a wait queue id.
         let result = unsafe {
             parking_lot_core::park(
                 key,

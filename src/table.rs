@@ -5,10 +5,11 @@ use crate::error::{InsertError, InsertErrorKind};
 use crate::guard::{OwnedRef, Owner, Ref};
 use crate::index::{self, Index, LockedShards, Retired, Slot};
 use crate::node::{self, ClonedKeys, Node};
-use crate::sync::{self, Arc, AtomicBool, Guard, Ordering};
+use crate::sync::{self, AtomicBool, AtomicUsize, Guard, Ordering};
 use equivalent::Equivalent;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
+use std::marker::PhantomData;
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr::NonNull;
 
@@ -40,7 +41,7 @@ pub type DefaultHashBuilder = foldhash::fast::FixedState;
 /// its own, or whole cache lines of the table's pages in a table built
 /// [`cache_aligned`](crate::Builder::cache_aligned). When it is
 /// destroyed, that block waits for the epoch's grace period and then goes back to the
-/// table for the next insert instead of to the allocator; each of the index's 63 shards
+/// table for the next insert instead of to the allocator; each of the index's 64 shards
 /// keeps up to 64 such blocks, and frees the rest. So a table that shrinks keeps a little
 /// memory for later, and a table under steady churn does not call the allocator at all.
 /// Once the table and its last `Owner` are gone, everything is freed as the epoch catches
@@ -94,12 +95,38 @@ pub type DefaultHashBuilder = foldhash::fast::FixedState;
 /// });
 /// ```
 pub struct ResTable<K, T, S = DefaultHashBuilder> {
-    registry: Arc<Registry<K, T>>,
+    /// The table's own handle on its shared part (see [`Registry::users`]), the pointer
+    /// `Box::into_raw` made, which every handle copies: the last one frees it.
+    registry: NonNull<Registry<K, T>>,
     hasher: S,
+    _owns: PhantomData<Registry<K, T>>,
 }
+
+// SAFETY: the table is its registry handle and its hasher; the registry is `Send` and
+// `Sync` under the same bounds (see below), the hasher under its own.
+unsafe impl<K: Send + Sync, T: Send + Sync, S: Send> Send for ResTable<K, T, S> {}
+// SAFETY: as above; `&ResTable` shares the registry and `&S`.
+unsafe impl<K: Send + Sync, T: Send + Sync, S: Sync> Sync for ResTable<K, T, S> {}
 
 /// What `Owner`s share with the table: the index (which also counts the live objects).
 /// The hasher stays with the table; nodes keep their keys' hashes.
+///
+/// Its lifetime is counted without a word that every writer writes (which an `Arc` is:
+/// each insert cloned it and each owner's drop released it, two RMWs on one line for
+/// every writer in the process). A handle — an [`Owner`], a [`Dying`], a detached
+/// object (the table's), a node waiting in the epoch to be recycled — counts in its
+/// node's home shard (`Index::handles`, in that shard's own lines); [`users`] counts the
+/// table itself plus each shard whose count is not zero. So a handle costs one RMW on
+/// its home shard's line, and `users` changes only when a shard's count moves between
+/// zero and one. The last to bring `users` to zero frees the registry.
+///
+/// Why that cannot free it early: a count goes from zero to one only in an insert, which
+/// borrows the table, whose own unit keeps `users` above zero meanwhile; after the table
+/// is dropped, counts only fall. Every decrement is `AcqRel`, so whoever frees the
+/// registry has seen every handle holder's writes (through its shard's count, then
+/// `users`).
+///
+/// [`users`]: Registry::users
 pub(crate) struct Registry<K, T> {
     index: Index<K, Node<K, T>>,
     /// Set when the `ResTable` is dropped: from then on nobody could `remove` a detached
@@ -111,6 +138,8 @@ pub(crate) struct Registry<K, T> {
     /// table that mixes owned and detached objects pays a failed CAS on some lookups,
     /// never a wrong answer.
     detached: sync::HintFlag,
+    /// The table's hold (one) plus the shards whose handle count is not zero.
+    users: AtomicUsize,
 }
 
 // SAFETY: the raw node pointers in the index are shared the way `Ref`, `Owner` and `Dying`
@@ -189,13 +218,17 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
 
     /// What [`Builder::build`](crate::Builder::build) makes.
     pub(crate) fn from_parts(capacity: usize, hasher: S, cache_aligned: bool) -> Self {
+        let registry = Box::new(Registry {
+            index: Index::with_capacity(capacity, cache_aligned),
+            closed: AtomicBool::new(false),
+            detached: sync::HintFlag::new(false),
+            users: AtomicUsize::new(1),
+        });
         ResTable {
-            registry: Arc::new(Registry {
-                index: Index::with_capacity(capacity, cache_aligned),
-                closed: AtomicBool::new(false),
-                detached: sync::HintFlag::new(false),
-            }),
+            // SAFETY: `Box::into_raw` is never null.
+            registry: unsafe { NonNull::new_unchecked(Box::into_raw(registry)) },
             hasher,
+            _owns: PhantomData,
         }
     }
 
@@ -236,6 +269,62 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     where
         K: Eq + Hash + Clone + Send + 'static,
     {
+        let (node, retired) = self.link_new(keys, value, Node::publish)?;
+        // SAFETY: linked and published, and its handle counted: the owner's from now on.
+        let owner = unsafe { Owner::new(self.registry, node) };
+        // Now that the owner exists, what a growth retired goes to the epoch, which may
+        // run the collector — other code (see `LockedShards::unlock`).
+        drop(retired);
+        Ok(owner)
+    }
+
+    /// Inserts `value` under every key in `keys`, all or nothing, and leaves the object
+    /// with the table: the map-style insert, for servers and handle tables that look
+    /// objects up by key and destroy them by key. It stays until [`remove`](Self::remove)
+    /// (or [`retain`](Self::retain), or the table's drop) takes it out; the table is its
+    /// owner. The same as `insert(keys, value)?.detach()`, without making and giving up
+    /// an [`Owner`].
+    ///
+    /// Errors as for [`insert`](Self::insert), each handing the value back.
+    ///
+    /// ```
+    /// let conns = restable::ResTable::new();
+    /// conns.insert_detached(&[7u32], "conn 7").unwrap();
+    /// assert_eq!(*conns.get(&7).unwrap(), "conn 7");
+    /// let err = conns.insert_detached(&[7], "again").unwrap_err();
+    /// assert_eq!(err.into_value(), "again");
+    /// assert_eq!(conns.remove(&7).unwrap().drain(), "conn 7");
+    /// ```
+    pub fn insert_detached(&self, keys: &[K], value: T) -> Result<(), InsertError<K, T>>
+    where
+        K: Eq + Hash + Clone + Send + 'static,
+    {
+        let registry = self.registry();
+        if !registry.detached() {
+            registry.detached.store(true, Ordering::Relaxed);
+        }
+        // The table is borrowed, so it cannot be closing: the object is the table's from
+        // its publication on, with the handle the insert counted.
+        let (_, retired) = self.link_new(keys, value, Node::publish_detached)?;
+        drop(retired);
+        Ok(())
+    }
+
+    /// What both inserts share: checks the keys, clones them, locks their shards, checks
+    /// that none names a live object, builds the node, links it under every key, makes
+    /// it live with `publish` (the linearization point), counts its handle and unlocks.
+    /// Returns the node and the arrays a growth retired, for the caller to drop once it
+    /// has made the node's owner.
+    #[inline]
+    fn link_new(
+        &self,
+        keys: &[K],
+        value: T,
+        publish: fn(&Node<K, T>),
+    ) -> Result<Linked<K, T>, InsertError<K, T>>
+    where
+        K: Eq + Hash + Clone + Send + 'static,
+    {
         let mut hashes = [0; MAX_KEYS];
         if let Err((kind, key)) = check_keys(keys, &mut hashes, |key| self.hash(key)) {
             return Err(InsertError::new(kind, key, value));
@@ -245,11 +334,11 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
         // made so far and `value` are dropped on the way out, and no lock is held.
         let mut cloned = ClonedKeys::empty();
         cloned.clone_in(keys);
-        let _pinned = pin_linker();
         // Declared after `cloned`, so that on every path (a panicking `K::eq` included)
         // the locks are released before a key or the value is dropped.
-        let mut locked = LockedShards::new(&self.registry.index, hashes.iter().copied());
-        if let Some(taken) = self.registry.check_free(&mut locked, keys, hashes) {
+        let registry = self.registry();
+        let mut locked = LockedShards::new(&registry.index, hashes.iter().copied());
+        if let Some(taken) = registry.check_free(&mut locked, keys, hashes) {
             drop(locked);
             // The key of the error is our clone of it: no further user code can fail here
             // except the other clones' `K::drop`, and that runs outside the locks.
@@ -267,13 +356,9 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
             hashes,
             value,
         );
-        self.registry.link_all(&mut locked, node, Node::publish);
-        // SAFETY: linked and published: the owner's from now on.
-        let owner = unsafe { Owner::new(Arc::clone(&self.registry), node) };
-        // Unlocked first, then what a growth retired goes to the epoch, which may run the
-        // collector — other code — now that no lock is held and the owner exists.
-        drop(locked.unlock());
-        Ok(owner)
+        registry.link_all(&mut locked, node, publish);
+        registry.acquire(hashes[0]);
+        Ok((node, locked.unlock()))
     }
 
     /// Get-ref: the object under `key`, with a reference that is put when the [`Ref`]
@@ -342,12 +427,13 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     {
         let hash = self.hash(key);
         let guard = sync::pin();
-        let node = self.registry.index.find(hash, key, &guard)?;
+        let registry = self.registry();
+        let node = registry.index.find(hash, key, &guard)?;
         // The epoch keeps the node's memory valid until here; from here on our
         // reference does.
         // SAFETY: (1) pinned, so the node is not freed yet; (2) `try_get` took the
         // reference the `Ref` owns, and the `Ref` borrows `self`.
-        unsafe { Node::try_get(node, self.registry.detached()).then(|| Ref::new(node)) }
+        unsafe { Node::try_get(node, registry.detached()).then(|| Ref::new(node)) }
     }
 
     /// Like [`get`](Self::get), but the reference does not borrow the table: it can go
@@ -391,9 +477,9 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     {
         let hash = self.hash(key);
         let guard = sync::pin();
-        let node = self.registry.index.find(hash, key, &guard)?;
+        let node = self.registry().index.find(hash, key, &guard)?;
         // SAFETY: pinned, and found in our index.
-        unsafe { Registry::claim(&self.registry, node) }
+        unsafe { Registry::claim(self.registry, node) }
     }
 
     /// Removes every detached object for which `keep(keys, value)` is false, as
@@ -420,7 +506,8 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     /// assert_eq!(left, [0, 20, 40]);
     /// ```
     pub fn retain(&self, keep: impl FnMut(&[K], &T) -> bool) {
-        Registry::remove_detached(&self.registry, keep);
+        // SAFETY: the table's handle keeps the registry alive meanwhile.
+        unsafe { Registry::remove_detached(self.registry, keep) };
     }
 
     /// Whether a live object answers to `key` right now (without taking a reference).
@@ -438,7 +525,7 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     {
         let hash = self.hash(key);
         let guard = sync::pin();
-        self.registry
+        self.registry()
             .index
             .find(hash, key, &guard)
             // SAFETY: pinned, so the node is not freed yet.
@@ -454,7 +541,7 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     /// assert_eq!(table.len(), 1);
     /// ```
     pub fn len(&self) -> usize {
-        self.registry.index.objects()
+        self.registry().index.objects()
     }
 
     /// Whether [`len`](Self::len) is zero.
@@ -481,10 +568,10 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     /// ```
     #[doc(hidden)]
     pub fn index_stats(&self) -> crate::index::IndexStats {
-        self.registry.index.stats(&sync::pin())
+        self.registry().index.stats(&sync::pin())
     }
 
-    /// The index shard `key` lives in (one of 63; two under loom): for tests that need
+    /// The index shard `key` lives in (one of 64; two under loom): for tests that need
     /// keys to share a shard, or not, whatever the hash; not a stable API.
     #[doc(hidden)]
     pub fn shard_of<Q: Hash + ?Sized>(&self, key: &Q) -> usize {
@@ -508,9 +595,13 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     /// assert_eq!(seen, ['a', 'b']);
     /// ```
     pub fn iter(&self) -> Iter<'_, K, T> {
-        Iter::new(&self.registry)
+        Iter::new(self.registry())
     }
 }
+
+/// What [`ResTable::link_new`] returns: the node, linked and published, and the arrays
+/// a growth retired meanwhile.
+type Linked<K, T> = (NonNull<Node<K, T>>, Retired<Node<K, T>>);
 
 /// Validates a key list (non-empty, at most `MAX_KEYS`, no key twice) and writes the
 /// keys' hashes to the front of `hashes`. Two keys are compared only if their hashes are
@@ -548,8 +639,8 @@ impl<K, T> Registry<K, T> {
 }
 
 impl<K: Eq, T> Registry<K, T> {
-    /// Insert's check, under the locks of all its keys' shards (taken all at once, so two
-    /// inserts cannot deadlock): returns the position of the first key that names a live
+    /// Insert's check, under the locks of all its keys' shards (taken in ascending order,
+    /// so two inserts cannot deadlock): returns the position of the first key that names a live
     /// object, or `None` if all are free.
     ///
     /// A slot whose node is not live under a held lock can only be a killed node's (a
@@ -586,7 +677,6 @@ impl<K: Eq, T> Registry<K, T> {
         // SAFETY: the caller (a `Dying`) owns the node, so it stays allocated.
         let this = unsafe { node.as_ref() };
         let hashes = this.hashes();
-        let _pinned = pin_linker();
         let mut locked = LockedShards::new(&self.index, hashes.iter().copied());
         if let Some(taken) = self.check_free(&mut locked, this.keys(), hashes) {
             return Err(taken);
@@ -629,22 +719,30 @@ impl<K, T> Registry<K, T> {
     ///
     /// # Safety
     /// The caller is pinned, and found `node` in this registry's index.
-    unsafe fn claim(this: &Arc<Self>, node: *const Node<K, T>) -> Option<Dying<K, T>> {
+    /// The caller is pinned, and found `node` in the index of `this`, which stays
+    /// allocated meanwhile (the caller holds a handle on it).
+    unsafe fn claim(this: NonNull<Self>, node: *const Node<K, T>) -> Option<Dying<K, T>> {
         // SAFETY: the caller's contract.
         if !unsafe { Node::claim_detached(node) } {
             return None;
         }
-        // SAFETY: the claim made us its owner, so it stays allocated.
-        this.unlink_all(unsafe { &*node });
-        // SAFETY: killed and unlinked; its ownership is ours to hand over. A node
-        // pointer from the index is never null.
-        Some(unsafe { Dying::new(NonNull::new_unchecked(node.cast_mut()), Arc::clone(this)) })
+        // SAFETY: the claim made us its owner, so it stays allocated; the caller keeps
+        // the registry allocated.
+        unsafe { this.as_ref() }.unlink_all(unsafe { &*node });
+        // SAFETY: killed and unlinked; its ownership, and the handle a detached node
+        // counts, are ours to hand over. A node pointer from the index is never null.
+        Some(unsafe { Dying::new(NonNull::new_unchecked(node.cast_mut()), this) })
     }
 
     /// See [`ResTable::retain`].
-    fn remove_detached(this: &Arc<Self>, mut keep: impl FnMut(&[K], &T) -> bool) {
-        for r in Iter::new(this) {
-            Self::visit(this, r, &mut keep);
+    ///
+    /// # Safety
+    /// `this` stays allocated meanwhile (the caller holds a handle on it).
+    unsafe fn remove_detached(this: NonNull<Self>, mut keep: impl FnMut(&[K], &T) -> bool) {
+        // SAFETY: the caller's contract.
+        for r in Iter::new(unsafe { this.as_ref() }) {
+            // SAFETY: as above.
+            unsafe { Self::visit(this, r, &mut keep) };
         }
     }
 
@@ -652,7 +750,14 @@ impl<K, T> Registry<K, T> {
     /// the answer is no. While `keep` runs, this thread is marked as looking at the
     /// object, so that an untimed drain of it from inside `keep` — which would wait for
     /// `r` forever — panics instead (see `visit`).
-    fn visit(this: &Arc<Self>, r: Ref<'_, K, T>, keep: &mut impl FnMut(&[K], &T) -> bool) {
+    ///
+    /// # Safety
+    /// `r` was found in the index of `this`, which stays allocated meanwhile.
+    unsafe fn visit(
+        this: NonNull<Self>,
+        r: Ref<'_, K, T>,
+        keep: &mut impl FnMut(&[K], &T) -> bool,
+    ) {
         let visit = crate::visit::enter(Node::wait_key(r.node_ptr()));
         let kept = keep(r.keys(), &r);
         drop(visit);
@@ -668,22 +773,82 @@ impl<K, T> Registry<K, T> {
     /// after setting `DETACHED`, in `close` after setting `closed`) makes at least one of
     /// them see the other's write, so the object is never stranded.
     ///
+    /// Its handle goes to the table with the node. A second, temporary handle keeps the
+    /// registry allocated until this returns: from the detach on, a closing table may
+    /// claim the object and let its handle go.
+    ///
     /// # Safety
-    /// The caller owns the live `node` (its `Owner`) and gives that up here.
-    pub(crate) unsafe fn adopt(this: &Arc<Self>, node: NonNull<Node<K, T>>) {
+    /// The caller owns the live `node` (its `Owner`, a handle on `this`) and gives that
+    /// up here.
+    pub(crate) unsafe fn adopt(this: NonNull<Self>, node: NonNull<Node<K, T>>) {
+        // SAFETY: the owner's handle keeps the registry allocated until the detach.
+        let registry = unsafe { this.as_ref() };
+        // SAFETY: we own the node until `detach` hands it to the table.
+        let home = unsafe { node.as_ref() }.home();
+        // Not a count's first handle (the owner's is there), so allowed after the table's
+        // drop too.
+        registry.acquire(home);
         // Pinned before the node can be claimed: a closing table that claims and destroys
         // it cannot free it before we are done reading its state word.
-        let _guard = sync::pin();
-        if !this.detached() {
-            this.detached.store(true, Ordering::Relaxed);
+        let guard = sync::pin();
+        if !registry.detached() {
+            registry.detached.store(true, Ordering::Relaxed);
         }
         // SAFETY: we own the node until `detach` hands it to the table.
         unsafe { node.as_ref() }.detach();
         sync::fence(Ordering::SeqCst);
-        if this.closed.load(Ordering::Relaxed) {
+        if registry.closed.load(Ordering::Relaxed) {
             // SAFETY: pinned since before the node could be claimed; found in our index
-            // (detached nodes are linked).
+            // (detached nodes are linked); our temporary handle keeps the registry.
             drop(unsafe { Self::claim(this, node.as_ptr()) });
+        }
+        drop(guard);
+        // SAFETY: the temporary handle taken above, given back once.
+        unsafe { Self::release(this, home) };
+    }
+
+    /// Counts a new handle on the registry in the shard of `home` (its node's first key's
+    /// hash). `Relaxed`, as `Arc::clone`: the caller holds a handle already (the table's,
+    /// in an insert; the owner's, in a detach), so nothing can free the registry
+    /// meanwhile — and only an insert, with the table alive, ever brings a shard's count
+    /// from zero to one.
+    pub(crate) fn acquire(&self, home: u64) {
+        if self.index.handles(home).fetch_add(1, Ordering::Relaxed) == 0 {
+            self.users.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Gives up a handle counted in the shard of `home`; frees the registry if it was the
+    /// last. `AcqRel` on both counts, as `Arc::drop`: whoever frees has seen every other
+    /// holder's writes (through the shard's count, then `users`).
+    ///
+    /// # Safety
+    /// The caller holds a handle counted at `home`, gives it up here, and touches the
+    /// registry no more (it may be freed by the time this returns).
+    pub(crate) unsafe fn release(this: NonNull<Self>, home: u64) {
+        // SAFETY: our handle keeps the registry allocated until this decrement.
+        let handles = unsafe { this.as_ref() }.index.handles(home);
+        if handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // SAFETY: the shard's unit of `users` was ours to give up.
+            unsafe { Self::release_user(this) };
+        }
+    }
+
+    /// Gives up one unit of `users` (the table's, or a shard's whose count fell to zero),
+    /// freeing the registry with the last.
+    ///
+    /// # Safety
+    /// The caller holds that unit and touches the registry no more.
+    unsafe fn release_user(this: NonNull<Self>) {
+        // SAFETY: our unit keeps the registry allocated until this decrement.
+        if unsafe { this.as_ref() }
+            .users
+            .fetch_sub(1, Ordering::AcqRel)
+            == 1
+        {
+            // SAFETY: no handle is left, so nothing can reach the registry; it came from
+            // `Box::into_raw` (the table's pointer, which every handle copied).
+            drop(unsafe { Box::from_raw(this.as_ptr()) });
         }
     }
 
@@ -691,18 +856,26 @@ impl<K, T> Registry<K, T> {
     /// if a `T::drop` panics: nobody could remove the rest afterwards, so they would leak.
     /// Each panic is caught, the next object destroyed, and the first panic resumed once
     /// all are gone.
-    fn close(this: &Arc<Self>) {
-        this.closed.store(true, Ordering::Relaxed);
+    ///
+    /// Returns the first panic, for the caller to resume once it has let its handle go.
+    ///
+    /// # Safety
+    /// The caller is the table's drop, whose handle keeps `this` allocated meanwhile.
+    unsafe fn close(this: NonNull<Self>) -> Option<Box<dyn std::any::Any + Send>> {
+        // SAFETY: the caller's contract.
+        let registry = unsafe { this.as_ref() };
+        registry.closed.store(true, Ordering::Relaxed);
         sync::fence(Ordering::SeqCst);
-        let mut objects = Iter::new(this);
+        let mut objects = Iter::new(registry);
         let mut first_panic = None;
         loop {
             // The iterator is only advanced inside: a panic from a value's drop (in
             // `visit`, which put `r` last) leaves it between two objects.
             let step = panic::catch_unwind(AssertUnwindSafe(|| {
+                // SAFETY: found by our iterator; the caller keeps the registry.
                 objects
                     .next()
-                    .map(|r| Self::visit(this, r, &mut |_, _| false))
+                    .map(|r| unsafe { Self::visit(this, r, &mut |_, _| false) })
             }));
             match step {
                 Ok(Some(())) => {}
@@ -712,9 +885,7 @@ impl<K, T> Registry<K, T> {
                 }
             }
         }
-        if let Some(payload) = first_panic {
-            panic::resume_unwind(payload);
-        }
+        first_panic
     }
 
     /// Kill: makes the node unreachable under all its keys at once (clearing `LIVE`),
@@ -743,26 +914,16 @@ impl<K, T> Registry<K, T> {
     ///
     /// # Safety
     /// As for [`Node::dispose`]; the node's grace period is over.
-    unsafe fn recycle(&self, node: *mut Node<K, T>) {
-        // SAFETY: the caller's contract: the node is intact until `dispose`.
+    /// Then gives up the handle the node's owner passed on to its disposal.
+    unsafe fn recycle(this: NonNull<Self>, node: *mut Node<K, T>) {
+        // SAFETY: the caller's contract: the node is intact until `dispose`, and the
+        // handle keeps the registry allocated until `release`.
         unsafe {
             let home = (*node).home();
-            self.index.recycle(home, Node::dispose(node));
+            this.as_ref().index.recycle(home, Node::dispose(node));
+            Self::release(this, home);
         }
     }
-}
-
-/// The pin an insert or a revive holds while it checks and links its keys. Not for
-/// safety: under its shard locks a writer reads nothing that could be retired (see
-/// `index::ShardWriter`), and kills do not pin. But in a loom model whose thread starts
-/// with an insert, that thread then meets the others only on the index's atomics, and
-/// loom's preemption-bounded search, starting from a schedule that runs the other
-/// thread's lookup first, explored a single execution of `get_vs_insert_publish`
-/// (instead of 49,055) and reported success; a pin gives the search a race on the
-/// collector's shared state to branch from. It costs an insert one fence (a few ns);
-/// the models' `model_seeing` checks now fail if such a collapse comes back.
-fn pin_linker() -> Guard {
-    sync::pin()
 }
 
 /// Drops the value of a dead node that nobody holds any more and retires the node. The
@@ -772,17 +933,17 @@ fn pin_linker() -> Guard {
 /// The caller got [`Release::Last`](crate::node::Release::Last) for `node`.
 pub(crate) unsafe fn drop_and_retire<K, T>(
     node: *const Node<K, T>,
-    registry: Option<Arc<Registry<K, T>>>,
+    registry: Option<NonNull<Registry<K, T>>>,
 ) {
     struct RetireOnExit<K, T> {
         node: *const Node<K, T>,
-        registry: Option<Arc<Registry<K, T>>>,
+        registry: Option<NonNull<Registry<K, T>>>,
     }
     impl<K, T> Drop for RetireOnExit<K, T> {
         fn drop(&mut self) {
             // SAFETY: the value is gone (dropped, or its drop panicked), the node is
-            // unlinked, and nothing touches it after this.
-            unsafe { retire(self.node, self.registry.take()) }
+            // unlinked, and nothing touches it after this; the handle, if any, goes on.
+            unsafe { retire(self.node, self.registry) }
         }
     }
     let _retire = RetireOnExit { node, registry };
@@ -791,13 +952,18 @@ pub(crate) unsafe fn drop_and_retire<K, T>(
 }
 
 /// Retires a dead node: once no pinned reader can still be looking at it, its block goes
-/// back to the table for reuse (with `registry`) or to the allocator (without: the last
-/// holder after the owner let go has no registry at hand, and that path is rare).
+/// back to the table for reuse (with `registry`, whose handle the disposal then gives
+/// up) or to the allocator (without: the last holder after the owner let go has no
+/// registry at hand, and that path is rare).
 ///
 /// # Safety
 /// The node is unreachable from the index (all its slots cleared), nothing will touch
-/// it again, and its value has been moved out or dropped.
-pub(crate) unsafe fn retire<K, T>(node: *const Node<K, T>, registry: Option<Arc<Registry<K, T>>>) {
+/// it again, and its value has been moved out or dropped; with `registry`, the caller
+/// hands over a handle on it counted at the node's home.
+pub(crate) unsafe fn retire<K, T>(
+    node: *const Node<K, T>,
+    registry: Option<NonNull<Registry<K, T>>>,
+) {
     let guard = sync::pin();
     let node = node.cast_mut();
     // SAFETY: only epoch-pinned readers that loaded a pointer to one of the node's
@@ -805,7 +971,7 @@ pub(crate) unsafe fn retire<K, T>(node: *const Node<K, T>, registry: Option<Arc<
     // they have all unpinned. The closure is two words, so deferring it allocates nothing.
     unsafe {
         guard.defer_unchecked(move || match registry {
-            Some(registry) => registry.recycle(node),
+            Some(registry) => Registry::recycle(registry, node),
             None => Node::free(node),
         })
     }
@@ -847,20 +1013,37 @@ impl<'a, K, T> Iterator for Iter<'a, K, T> {
     }
 }
 
+impl<K, T, S> ResTable<K, T, S> {
+    #[inline]
+    fn registry(&self) -> &Registry<K, T> {
+        // SAFETY: the table's own handle keeps the registry allocated while it lives.
+        unsafe { self.registry.as_ref() }
+    }
+}
+
 impl<K, T, S> Drop for ResTable<K, T, S> {
     /// Destroys the detached objects (see [`Owner::detach`]), which only the table owned:
     /// each is killed and its value dropped by the last reference to go. Objects that
     /// still have their [`Owner`] stay, until it lets go. If a value's drop panics, the
     /// other detached objects are still destroyed, and then the first panic goes on.
     fn drop(&mut self) {
-        Registry::close(&self.registry);
+        // SAFETY: our handle keeps the registry allocated through `close`, and is given up
+        // once, after it; the table touches the registry no more.
+        let panicked = unsafe {
+            let panicked = Registry::close(self.registry);
+            Registry::release_user(self.registry);
+            panicked
+        };
+        if let Some(payload) = panicked {
+            panic::resume_unwind(payload);
+        }
     }
 }
 
 impl<K, T, S> fmt::Debug for ResTable<K, T, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResTable")
-            .field("len", &self.registry.index.objects())
+            .field("len", &self.registry().index.objects())
             .finish_non_exhaustive()
     }
 }

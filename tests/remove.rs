@@ -144,3 +144,75 @@ fn detach_racing_the_table_drop_never_strands_an_object() {
         assert_eq!(count(&drops), 1, "a detached object outlived its table");
     }
 }
+
+/// The map-style insert: the object is the table's from the start — found under every
+/// key, removable by any, dropped with the table if nobody removes it, and refused
+/// (value handed back, nothing visible) on a key in use, as `insert` is.
+#[test]
+fn insert_detached_leaves_the_object_with_the_table() {
+    let drops = counter();
+    let table = ResTable::new();
+    table
+        .insert_detached(&[1u32, 2], Counted::new(1, &drops))
+        .unwrap();
+    assert_eq!(table.get(&2).unwrap().id, 1);
+    assert_eq!(table.len(), 1);
+    let err = table
+        .insert_detached(&[3, 2], Counted::new(2, &drops))
+        .unwrap_err();
+    assert_eq!(err.key(), Some(&2));
+    assert!(!table.contains_key(&3), "a failed insert was visible");
+    assert_eq!(err.into_value().id, 2);
+    assert_eq!(
+        count(&drops),
+        1,
+        "the refused value, handed back and dropped"
+    );
+    let r = table.get(&1).unwrap();
+    let dying = table.remove(&2).expect("the table owns it");
+    assert!(table.get(&1).is_none() && table.remove(&1).is_none());
+    drop(r);
+    assert_eq!(dying.drain().id, 1);
+    assert_eq!(count(&drops), 2);
+    // Left with the table, dropped with it; an owned one beside it stays with its owner.
+    table
+        .insert_detached(&[1], Counted::new(3, &drops))
+        .unwrap();
+    let owned = table.insert(&[2], Counted::new(4, &drops)).unwrap();
+    drop(table);
+    assert_eq!(count(&drops), 3);
+    assert_eq!(owned.kill_and_drain().id, 4);
+}
+
+/// Many threads inserting map-style and removing each other's objects: every value is
+/// dropped exactly once, and the table (its shared part counted per shard, not by one
+/// shared count) goes with the last handle whichever thread lets go last.
+#[test]
+fn detached_objects_churned_by_several_threads_drop_once() {
+    let drops = counter();
+    let per_thread: u32 = if cfg!(miri) { 20 } else { 20_000 };
+    let table = ResTable::new();
+    thread::scope(|s| {
+        for t in 0..3u32 {
+            let (table, drops) = (&table, &drops);
+            s.spawn(move || {
+                for i in 0..per_thread {
+                    let key = t << 24 | i;
+                    table
+                        .insert_detached(&[key], Counted::new(u64::from(key), drops))
+                        .unwrap();
+                    if i % 2 == 1 {
+                        // The previous key: removed here, drained or just dropped.
+                        let dying = table.remove(&(key - 1)).expect("inserted just before");
+                        if i % 4 == 1 {
+                            assert_eq!(dying.drain().id, u64::from(key - 1));
+                        }
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(table.len(), 3 * per_thread as usize / 2);
+    drop(table);
+    assert_eq!(count(&drops), 3 * per_thread as usize);
+}

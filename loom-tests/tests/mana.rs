@@ -6,7 +6,6 @@
 mod support;
 
 use loom::sync::Arc;
-use loom::thread;
 use restable::mana::sim::Device;
 use restable::mana::{Cqe, Driver, GdmaEvent, QpType};
 use support::model;
@@ -34,14 +33,14 @@ fn destroy_vs_eq_event_and_cqe() {
         let racers = if separate {
             let (eq_driver, cq_driver) = (Arc::clone(&driver), Arc::clone(&driver));
             vec![
-                thread::spawn(move || eq_driver.table().handle_event(&event)),
-                thread::spawn(move || {
+                support::spawn(move || eq_driver.table().handle_event(&event)),
+                support::spawn(move || {
                     cq_driver.table().handle_cqe(&cqe);
                 }),
             ]
         } else {
             let driver = Arc::clone(&driver);
-            vec![thread::spawn(move || {
+            vec![support::spawn(move || {
                 driver.table().handle_event(&event);
                 driver.table().handle_cqe(&cqe);
             })]

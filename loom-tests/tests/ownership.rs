@@ -8,7 +8,6 @@
 mod support;
 
 use loom::sync::Arc;
-use loom::thread;
 use support::{model, model_seeing, spawn_with, Qp, Table};
 
 const QPN: u32 = 0x51;
@@ -26,7 +25,7 @@ fn last_put_vs_async_drain() {
         let owner = table.insert(&[QPN], qp).unwrap();
         let r = table.get_owned(&QPN).unwrap();
         let dying = owner.kill();
-        let holder = thread::spawn(move || {
+        let holder = support::spawn(move || {
             assert_eq!(r.read(), 1, "a holder saw a drained QP");
             drop(r);
         });

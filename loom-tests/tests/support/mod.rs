@@ -17,7 +17,17 @@ pub fn spawn_with<Tb: Send + Sync + 'static, R: 'static>(
     f: impl FnOnce(Arc<Tb>) -> R + 'static,
 ) -> thread::JoinHandle<R> {
     let table = Arc::clone(table);
-    thread::spawn(move || f(table))
+    spawn(move || f(table))
+}
+
+/// `loom::thread::spawn`, with the new thread registered with the model's epoch
+/// collector first (see `restable::loom_register`): every model thread is spawned
+/// through this.
+pub fn spawn<R: 'static>(f: impl FnOnce() -> R + 'static) -> thread::JoinHandle<R> {
+    thread::spawn(move || {
+        restable::loom_register();
+        f()
+    })
 }
 
 /// A queue pair stand-in whose payload lives in a loom `UnsafeCell`: loom reports a data
@@ -127,6 +137,7 @@ where
     let start = Instant::now();
     builder.check(move || {
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        restable::loom_register();
         f();
     });
     eprintln!(
