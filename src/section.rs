@@ -95,7 +95,7 @@ impl ReadSection {
     pub fn refresh(&mut self) {
         self.guard.repin();
         self.refreshes = self.refreshes.wrapping_add(1);
-        if self.refreshes.is_multiple_of(COLLECT_EVERY) {
+        if self.refreshes % COLLECT_EVERY == 0 {
             self.guard.flush();
         }
     }
