@@ -269,13 +269,11 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     where
         K: Eq + Hash + Clone + Send + 'static,
     {
-        let (node, retired) = self.link_new(keys, value, Node::publish)?;
-        // SAFETY: linked and published, and its handle counted: the owner's from now on.
-        let owner = unsafe { Owner::new(self.registry, node) };
-        // Now that the owner exists, what a growth retired goes to the epoch, which may
-        // run the collector — other code (see `LockedShards::unlock`).
-        drop(retired);
-        Ok(owner)
+        // SAFETY: `link_new` hands over a node linked and published, with its handle
+        // counted: the owner's from now on.
+        self.link_new(keys, value, Node::publish, |node| unsafe {
+            Owner::new(self.registry, node)
+        })
     }
 
     /// Inserts `value` under every key in `keys`, all or nothing, and leaves the object
@@ -305,23 +303,28 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
         }
         // The table is borrowed, so it cannot be closing: the object is the table's from
         // its publication on, with the handle the insert counted.
-        let (_, retired) = self.link_new(keys, value, Node::publish_detached)?;
-        drop(retired);
-        Ok(())
+        self.link_new(keys, value, Node::publish_detached, |_| ())
     }
 
     /// What both inserts share: checks the keys, clones them, locks their shards, checks
     /// that none names a live object, builds the node, links it under every key, makes
-    /// it live with `publish` (the linearization point), counts its handle and unlocks.
-    /// Returns the node and the arrays a growth retired, for the caller to drop once it
-    /// has made the node's owner.
-    #[inline]
-    fn link_new(
+    /// it live with `publish` (the linearization point), counts its handle and unlocks;
+    /// then `own` makes the node's owner, and only after that what a growth retired goes
+    /// to the epoch, which may run the collector — other code (see
+    /// `LockedShards::unlock`).
+    ///
+    /// The caller's result is built here, and returned straight through: the error path
+    /// holds the value, and an intermediate result that the caller unpacked with `?`
+    /// copied it once more — a large value then overflowed a stack that
+    /// `HashMap::insert` fits (`tests/large_values.rs`).
+    #[inline(always)]
+    fn link_new<R>(
         &self,
         keys: &[K],
         value: T,
         publish: fn(&Node<K, T>),
-    ) -> Result<Linked<K, T>, InsertError<K, T>>
+        own: impl FnOnce(NonNull<Node<K, T>>) -> R,
+    ) -> Result<R, InsertError<K, T>>
     where
         K: Eq + Hash + Clone + Send + 'static,
     {
@@ -358,7 +361,10 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
         );
         registry.link_all(&mut locked, node, publish);
         registry.acquire(hashes[0]);
-        Ok((node, locked.unlock()))
+        let retired = locked.unlock();
+        let owner = own(node);
+        drop(retired);
+        Ok(owner)
     }
 
     /// Get-ref: the object under `key`, with a reference that is put when the [`Ref`]
@@ -598,10 +604,6 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
         Iter::new(self.registry())
     }
 }
-
-/// What [`ResTable::link_new`] returns: the node, linked and published, and the arrays
-/// a growth retired meanwhile.
-type Linked<K, T> = (NonNull<Node<K, T>>, Retired<Node<K, T>>);
 
 /// Validates a key list (non-empty, at most `MAX_KEYS`, no key twice) and writes the
 /// keys' hashes to the front of `hashes`. Two keys are compared only if their hashes are
