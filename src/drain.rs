@@ -349,6 +349,27 @@ impl<K, T> IntoFuture for Dying<K, T> {
 /// Cancellation-safe: dropping it drops the [`Dying`], which never blocks; the value is
 /// then dropped by the last reference to go.
 ///
+/// **Under a timeout, keep the drain**: `tokio::time::timeout(d, dying)` takes the
+/// `Dying` into the timed-out future, which drops it — the object is then destroyed by
+/// its last reference, and you cannot retry or revive. Await `&mut drain` instead (a
+/// `Drain` is `Unpin`): after a time-out the drain is still yours, to await again, log
+/// its [`Dying::refs`] through [`Drain::dying`], or drop.
+///
+/// ```
+/// # async fn example(dying: restable::Dying<u32, String>) {
+/// use std::time::Duration;
+/// let mut drain = dying.drain_async();
+/// let conn = match tokio::time::timeout(Duration::from_secs(5), &mut drain).await {
+///     Ok(conn) => conn,
+///     Err(_elapsed) => {
+///         eprintln!("still held by {} references", drain.dying().map_or(0, |d| d.refs()));
+///         drain.await // keep waiting (or drop `drain` to leave it to the last holder)
+///     }
+/// };
+/// # drop(conn);
+/// # }
+/// ```
+///
 /// ```
 /// # fn block_on<F: std::future::Future>(f: F) -> F::Output {
 /// #     use std::task::{Context, Poll, Waker};
@@ -369,6 +390,22 @@ pub struct Drain<K, T> {
     dying: Option<Dying<K, T>>,
     /// Whether a waker may be registered under the node's key.
     registered: bool,
+}
+
+impl<K, T> Drain<K, T> {
+    /// The object being drained; `None` once the drain has returned the value.
+    ///
+    /// ```
+    /// let table = restable::ResTable::new();
+    /// let owner = table.insert(&[1u32], ()).unwrap();
+    /// let r = table.get(&1).unwrap();
+    /// let drain = owner.kill().drain_async();
+    /// assert_eq!(drain.dying().unwrap().refs(), 1);
+    /// # drop(r);
+    /// ```
+    pub fn dying(&self) -> Option<&Dying<K, T>> {
+        self.dying.as_ref()
+    }
 }
 
 impl<K, T> Future for Drain<K, T> {

@@ -511,9 +511,58 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     /// left.sort();
     /// assert_eq!(left, [0, 20, 40]);
     /// ```
-    pub fn retain(&self, keep: impl FnMut(&[K], &T) -> bool) {
+    pub fn retain(&self, mut keep: impl FnMut(&[K], &T) -> bool) {
         // SAFETY: the table's handle keeps the registry alive meanwhile.
-        unsafe { Registry::remove_detached(self.registry, keep) };
+        unsafe { Registry::remove_detached(self.registry, &mut keep, &mut drop) };
+    }
+
+    /// Removes every detached object for which `remove(keys, value)` is true, as
+    /// [`remove`](Self::remove) would, and hands each back as its [`Dying`] — to drain,
+    /// drain with a timeout, await or drop — like `Vec::extract_if`. Objects that still
+    /// have their [`Owner`] are left alone; `remove` runs under no lock, with the same one
+    /// exception as [`retain`](Self::retain)'s predicate.
+    ///
+    /// ```
+    /// let table = restable::ResTable::new();
+    /// for id in 0..6u32 {
+    ///     table.insert_detached(&[id], id * 10).unwrap();
+    /// }
+    /// let r = table.get(&2).unwrap(); // a holder of one of them
+    /// let removed = table.extract_if(|_, value| value % 20 == 0);
+    /// assert_eq!(removed.len(), 3);
+    /// assert_eq!(table.len(), 3);
+    /// drop(r);
+    /// let mut values: Vec<u32> = removed.into_iter().map(|dying| dying.drain()).collect();
+    /// values.sort();
+    /// assert_eq!(values, [0, 20, 40]);
+    /// ```
+    #[must_use = "dropping the `Dying`s lets each value go with its last reference; use \
+                  `retain` for that"]
+    pub fn extract_if(&self, mut remove: impl FnMut(&[K], &T) -> bool) -> Vec<Dying<K, T>> {
+        let mut removed = Vec::new();
+        let mut keep = |keys: &[K], value: &T| !remove(keys, value);
+        // SAFETY: the table's handle keeps the registry alive meanwhile.
+        unsafe {
+            Registry::remove_detached(self.registry, &mut keep, &mut |dying| removed.push(dying))
+        };
+        removed
+    }
+
+    /// Removes every detached object, as [`retain`](Self::retain) with a predicate that
+    /// keeps none: each value is dropped by its last reference (at once if none is out).
+    /// Objects that still have their [`Owner`] stay.
+    ///
+    /// ```
+    /// let table = restable::ResTable::new();
+    /// table.insert_detached(&[1u32], "a").unwrap();
+    /// let owned = table.insert(&[2u32], "b").unwrap();
+    /// table.clear();
+    /// assert!(table.get(&1).is_none());
+    /// assert_eq!(table.len(), 1);
+    /// drop(owned);
+    /// ```
+    pub fn clear(&self) {
+        self.retain(|_, _| false);
     }
 
     /// Whether a live object answers to `key` right now (without taking a reference).
@@ -740,11 +789,15 @@ impl<K, T> Registry<K, T> {
     ///
     /// # Safety
     /// `this` stays allocated meanwhile (the caller holds a handle on it).
-    unsafe fn remove_detached(this: NonNull<Self>, mut keep: impl FnMut(&[K], &T) -> bool) {
+    unsafe fn remove_detached(
+        this: NonNull<Self>,
+        keep: &mut impl FnMut(&[K], &T) -> bool,
+        removed: &mut impl FnMut(Dying<K, T>),
+    ) {
         // SAFETY: the caller's contract.
         for r in Iter::new(unsafe { this.as_ref() }) {
             // SAFETY: as above.
-            unsafe { Self::visit(this, r, &mut keep) };
+            unsafe { Self::visit(this, r, keep, removed) };
         }
     }
 
@@ -759,13 +812,18 @@ impl<K, T> Registry<K, T> {
         this: NonNull<Self>,
         r: Ref<'_, K, T>,
         keep: &mut impl FnMut(&[K], &T) -> bool,
+        removed: &mut impl FnMut(Dying<K, T>),
     ) {
         let visit = crate::visit::enter(Node::wait_key(r.node_ptr()));
         let kept = keep(r.keys(), &r);
         drop(visit);
         if !kept {
             // SAFETY: `r` keeps the node allocated, and it was found in our index.
-            drop(unsafe { Self::claim(this, r.node_ptr()) });
+            if let Some(dying) = unsafe { Self::claim(this, r.node_ptr()) } {
+                // Our reference goes first: a `Dying` handed out may be drained at once.
+                drop(r);
+                removed(dying);
+            }
         }
     }
 
@@ -872,12 +930,12 @@ impl<K, T> Registry<K, T> {
         let mut first_panic = None;
         loop {
             // The iterator is only advanced inside: a panic from a value's drop (in
-            // `visit`, which put `r` last) leaves it between two objects.
+            // `visit`, which drops the claimed `Dying` last) leaves it between two objects.
             let step = panic::catch_unwind(AssertUnwindSafe(|| {
                 // SAFETY: found by our iterator; the caller keeps the registry.
                 objects
                     .next()
-                    .map(|r| unsafe { Self::visit(this, r, &mut |_, _| false) })
+                    .map(|r| unsafe { Self::visit(this, r, &mut |_, _| false, &mut drop) })
             }));
             match step {
                 Ok(Some(())) => {}

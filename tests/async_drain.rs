@@ -105,3 +105,33 @@ fn a_drain_with_no_reference_out_is_ready_at_once() {
         .unwrap();
     assert_eq!(runtime.block_on(owner.kill().drain_async()), "conn");
 }
+
+/// The documented pattern for a drain under a timeout: await `&mut drain`, so that after
+/// the time-out the drain (and its `Dying`) is still ours to await again — unlike
+/// `timeout(d, dying)`, which drops the `Dying` with the timed-out future.
+#[test]
+fn a_drain_under_a_timeout_can_be_awaited_again() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let table = ResTable::new();
+    let drops = counter();
+    let owner = table.insert(&[1u32], Counted::new(7, &drops)).unwrap();
+    let held = table.get_owned(&1).unwrap();
+    let mut drain = owner.kill().drain_async();
+    runtime.block_on(async {
+        let first = tokio::time::timeout(Duration::from_millis(10), &mut drain).await;
+        assert!(first.is_err(), "drained while a reference was out");
+        assert_eq!(drain.dying().map(|d| d.refs()), Some(1));
+        assert_eq!(count(&drops), 0, "the time-out dropped the value");
+        let putter = thread::spawn(move || drop(held));
+        let value = tokio::time::timeout(Duration::from_secs(10), &mut drain)
+            .await
+            .expect("the second wait ends with the last put");
+        assert_eq!(value.id, 7);
+        assert!(drain.dying().is_none());
+        putter.join().unwrap();
+    });
+    assert_eq!(count(&drops), 1);
+}

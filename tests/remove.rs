@@ -216,3 +216,40 @@ fn detached_objects_churned_by_several_threads_drop_once() {
     drop(table);
     assert_eq!(count(&drops), 3 * per_thread as usize);
 }
+
+/// `extract_if` hands back the removed objects' `Dying`s (drainable, even while a
+/// reference is out); `clear` removes every detached object and leaves owned ones.
+#[test]
+fn extract_if_hands_back_what_it_removes_and_clear_removes_the_rest() {
+    let drops = counter();
+    let table = ResTable::new();
+    for id in 0..10u32 {
+        table
+            .insert_detached(&[id, 100 + id], Counted::new(u64::from(id), &drops))
+            .unwrap();
+    }
+    let owned = table.insert(&[50], Counted::new(50, &drops)).unwrap();
+    let held = table.get_owned(&104).unwrap();
+    let removed = table.extract_if(|keys, value| keys[0] % 2 == 0 && value.id < 50);
+    assert_eq!(removed.len(), 5);
+    assert!(table.get(&4).is_none() && table.get(&104).is_none());
+    assert_eq!(count(&drops), 0, "extract_if dropped a value");
+    let mut ids: Vec<u64> = Vec::new();
+    let mut waiting = Vec::new();
+    for dying in removed {
+        match dying.try_drain() {
+            Ok(value) => ids.push(value.id),
+            Err(dying) => waiting.push(dying),
+        }
+    }
+    assert_eq!(waiting.len(), 1, "the held one waits for its reference");
+    drop(held);
+    ids.extend(waiting.into_iter().map(|dying| dying.drain().id));
+    ids.sort();
+    assert_eq!(ids, [0, 2, 4, 6, 8]);
+    assert_eq!(count(&drops), 5);
+    table.clear();
+    assert_eq!(count(&drops), 10);
+    assert_eq!(table.len(), 1, "clear left the owned object");
+    assert_eq!(owned.kill_and_drain().id, 50);
+}
