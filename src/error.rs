@@ -175,3 +175,35 @@ impl<K: fmt::Debug, T> fmt::Display for ReviveError<K, T> {
 }
 
 impl<K: fmt::Debug, T> std::error::Error for ReviveError<K, T> {}
+
+/// Why [`ResTable::try_remove`](crate::ResTable::try_remove) removed nothing.
+///
+/// ```
+/// use restable::{RemoveError, ResTable};
+///
+/// let table = ResTable::new();
+/// let owner = table.insert(&[1u32], "owned").unwrap();
+/// assert_eq!(table.try_remove(&1).unwrap_err(), RemoveError::Owned);
+/// assert_eq!(table.try_remove(&2).unwrap_err(), RemoveError::NotFound);
+/// drop(owner);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RemoveError {
+    /// No live object answers to the key (none ever did, or it was killed or removed).
+    NotFound,
+    /// The object is live but still has its [`Owner`](crate::Owner): only its owner
+    /// destroys it (or [`Owner::detach`](crate::Owner::detach) leaves it to `remove`).
+    Owned,
+}
+
+impl fmt::Display for RemoveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RemoveError::NotFound => "no live object answers to the key",
+            RemoveError::Owned => "the object still has its owner, which alone destroys it",
+        })
+    }
+}
+
+impl std::error::Error for RemoveError {}

@@ -263,7 +263,7 @@ pub use sync::register as loom_register;
 pub use builder::Builder;
 pub use drain::{Drain, Dying};
 pub use equivalent::Equivalent;
-pub use error::{InsertError, InsertErrorKind, ReviveError};
+pub use error::{InsertError, InsertErrorKind, RemoveError, ReviveError};
 pub use guard::{OwnedRef, Owner, Ref};
 #[doc(hidden)]
 pub use index::IndexStats;

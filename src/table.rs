@@ -1,7 +1,7 @@
 //! The table: insert under several keys, get-ref, kill.
 
 use crate::drain::Dying;
-use crate::error::{InsertError, InsertErrorKind};
+use crate::error::{InsertError, InsertErrorKind, RemoveError};
 use crate::guard::{OwnedRef, Owner, Ref};
 use crate::index::{self, Index, LockedShards, Retired, Slot};
 use crate::node::{self, ClonedKeys, Node};
@@ -463,7 +463,8 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     /// Removes the detached object under `key` (see [`Owner::detach`]): kills it — every
     /// key unreachable and free at once, as [`Owner::kill`] — and hands over the
     /// [`Dying`], to drain or drop. Returns `None` if no live object answers to `key`, or
-    /// if the one that does still has its [`Owner`] (only its owner destroys it then).
+    /// if the one that does still has its [`Owner`] (only its owner destroys it then);
+    /// [`try_remove`](Self::try_remove) says which.
     /// Of two removes racing for one object, exactly one gets it.
     ///
     /// ```
@@ -481,11 +482,44 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     where
         Q: Hash + Equivalent<K> + ?Sized,
     {
+        self.try_remove(key).ok()
+    }
+
+    /// Like [`remove`](Self::remove), but says why nothing was removed: no live object
+    /// answers to `key` ([`RemoveError::NotFound`]), or the one that does still has its
+    /// [`Owner`] ([`RemoveError::Owned`]) — which `remove`'s `None` does not tell apart.
+    ///
+    /// ```
+    /// use restable::{RemoveError, ResTable};
+    ///
+    /// let table = ResTable::new();
+    /// table.insert_detached(&[1u32], "detached").unwrap();
+    /// let owner = table.insert(&[2u32], "owned").unwrap();
+    /// assert_eq!(table.try_remove(&1).unwrap().drain(), "detached");
+    /// assert_eq!(table.try_remove(&1).unwrap_err(), RemoveError::NotFound);
+    /// assert_eq!(table.try_remove(&2).unwrap_err(), RemoveError::Owned);
+    /// drop(owner);
+    /// ```
+    pub fn try_remove<Q>(&self, key: &Q) -> Result<Dying<K, T>, RemoveError>
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
         let hash = self.hash(key);
         let guard = sync::pin();
-        let node = self.registry().index.find(hash, key, &guard)?;
+        let node = self
+            .registry()
+            .index
+            .find(hash, key, &guard)
+            .ok_or(RemoveError::NotFound)?;
         // SAFETY: pinned, and found in our index.
-        unsafe { Registry::claim(self.registry, node) }
+        match unsafe { Registry::claim(self.registry, node) } {
+            Some(dying) => Ok(dying),
+            // SAFETY: pinned, so the node is not freed yet. A live node that could not be
+            // claimed has its owner (it was live and not detached at the claim, or it
+            // was revived since: either way an owner holds it now).
+            None if unsafe { Node::is_live(node) } => Err(RemoveError::Owned),
+            None => Err(RemoveError::NotFound),
+        }
     }
 
     /// Removes every detached object for which `keep(keys, value)` is false, as

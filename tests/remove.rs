@@ -253,3 +253,27 @@ fn extract_if_hands_back_what_it_removes_and_clear_removes_the_rest() {
     assert_eq!(table.len(), 1, "clear left the owned object");
     assert_eq!(owned.kill_and_drain().id, 50);
 }
+
+/// `try_remove` tells a key nobody answers to from an object that still has its owner,
+/// which `remove`'s `None` does not; both leave the table as it was.
+#[test]
+fn try_remove_says_why_nothing_was_removed() {
+    use restable::RemoveError;
+    let table = ResTable::new();
+    let owner = table.insert(&[1u32, 2], "owned").unwrap();
+    table.insert_detached(&[3], "detached").unwrap();
+    assert_eq!(table.try_remove(&2).unwrap_err(), RemoveError::Owned);
+    assert!(table.remove(&2).is_none());
+    assert!(
+        table.contains_key(&1),
+        "a refused remove killed the owned object"
+    );
+    assert_eq!(table.try_remove(&4).unwrap_err(), RemoveError::NotFound);
+    assert_eq!(table.try_remove(&3).unwrap().drain(), "detached");
+    assert_eq!(table.try_remove(&3).unwrap_err(), RemoveError::NotFound);
+    let dying = owner.kill();
+    assert_eq!(table.try_remove(&1).unwrap_err(), RemoveError::NotFound);
+    assert_eq!(dying.drain(), "owned");
+    let err: Box<dyn std::error::Error> = Box::new(RemoveError::Owned);
+    assert!(err.to_string().contains("owner"));
+}
