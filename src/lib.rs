@@ -232,6 +232,8 @@
 //! | `mana` | a mana_ib adapter (feature `mana`, off by default): QP table, EQ and CQ paths, simulated device |
 
 #![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
+// docs.rs (nightly, `--cfg docsrs`) badges items that need a feature (`mana`).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(rust_2018_idioms)]
 
 mod block;
@@ -242,6 +244,7 @@ mod guard;
 mod index;
 mod lock;
 #[cfg(feature = "mana")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mana")))]
 pub mod mana;
 mod node;
 mod recycle;
