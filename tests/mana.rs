@@ -250,3 +250,21 @@ fn unknown_and_stale_events_are_counted_not_errors() {
     );
     assert_eq!(stats.events_delivered + stats.completions, 0);
 }
+
+/// Any seed runs: the per-thread seeds derived from it wrap (a seed near `u64::MAX`,
+/// what the demo's `--seed -1` gives, overflowed and panicked in debug builds); and
+/// fewer QPs than control threads still keeps one alive per thread.
+#[test]
+fn any_seed_and_fewer_qps_than_control_threads_run() {
+    let workload = Workload {
+        duration: Duration::from_millis(50),
+        qps: 1,
+        control_threads: 3,
+        seed: u64::MAX,
+        ..Workload::default()
+    };
+    assert_eq!(workload.max_live_qps(), 3);
+    let summary = workload.run();
+    assert!(summary.invariants_hold(), "{summary}");
+    assert!(summary.qps_created > 0);
+}

@@ -25,7 +25,7 @@ const CONTROL_THREADS: RangeInclusive<u64> = 1..=64;
 /// the very next create — and checks that no event or completion reaches a destroyed
 /// QP and that no create collides with a QP still in the table.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, after_help = AFTER_HELP)]
 struct Args {
     /// How long to run, in seconds (0.001 to 86400).
     #[arg(long, default_value_t = 3.0, allow_negative_numbers = true, value_parser = seconds)]
@@ -46,9 +46,34 @@ struct Args {
     /// Destroy in the naive order: hardware destroy first, then erase from the table.
     #[arg(long)]
     erase_after_hw_destroy: bool,
-    /// Seed of the simulation's choices (any 64-bit number).
-    #[arg(long, default_value_t = 1)]
+    /// Seed of the simulation's choices (any 64-bit number, signed or not).
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = seed)]
     seed: u64,
+}
+
+const AFTER_HELP: &str = "\
+What the summary counts:
+  qps created / destroyed         QPs the control threads created and destroyed
+  events delivered                QP_FATAL events the interrupt thread handed to a live QP
+  events for no live QP           events naming a QPN no live QP has (stale: not an error)
+  events of other types           events the handler does not act on (counted, ignored)
+  completions delivered           completions the CQ pollers handed to a live QP
+  completions for no live QP      completions for a work queue no live QP has (stale)
+  create failures (id collision)  creates refused because the hardware's new id still
+                                  named a QP in the table: the naive destroy order's bug
+  destroy failures (hw, retried)  injected hardware destroy failures, revived and retried
+  late deliveries                 events or completions that reached a QP after its
+                                  destroy returned (an invariant: must be 0)
+  qps left over                   QPs still in the table or the hardware at the end (0)
+
+Exit status: 0 if every invariant held, 1 if one broke, 2 on a bad flag (nothing runs).";
+
+/// `--seed`: any 64-bit number; a negative one is taken as its two's complement, so
+/// `--seed -1` is the same run as `--seed 18446744073709551615`.
+fn seed(arg: &str) -> Result<u64, String> {
+    arg.parse::<u64>()
+        .or_else(|_| arg.parse::<i64>().map(|seed| seed as u64))
+        .map_err(|_| format!("not a 64-bit number: {arg:?}"))
 }
 
 /// `--seconds`: a finite number in `SECONDS` (so `Duration::from_secs_f64` cannot panic).
@@ -88,7 +113,7 @@ fn main() -> ExitCode {
             DestroyOrder::HwThenErase => "hardware destroy → erase from table (naive)",
         },
         args.seconds,
-        args.qps,
+        workload.max_live_qps(),
         args.pollers,
         args.control_threads,
         args.seed,

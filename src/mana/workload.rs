@@ -26,7 +26,9 @@ const BATCH: usize = 64;
 pub struct Workload {
     /// How long the threads run.
     pub duration: Duration,
-    /// The most QPs alive at once (split over the control threads).
+    /// The most QPs alive at once, split over the control threads: each keeps up to
+    /// `qps / control_threads` (rounded up, at least one) alive, so the bound is
+    /// [`max_live_qps`](Self::max_live_qps).
     pub qps: usize,
     /// CQ poller threads.
     pub pollers: usize,
@@ -39,6 +41,30 @@ pub struct Workload {
     pub fail_one_destroy_in: u64,
     /// Seed of the simulation's choices.
     pub seed: u64,
+}
+
+impl Workload {
+    /// The seed of the thread numbered `offset`: wrapping, so any seed works (a seed
+    /// near `u64::MAX` overflowed, and panicked in debug builds).
+    fn thread_seed(&self, offset: u64) -> u64 {
+        self.seed.wrapping_add(offset)
+    }
+
+    /// How many QPs each control thread keeps alive at most.
+    fn qps_per_thread(&self) -> usize {
+        self.qps.div_ceil(self.control_threads.max(1)).max(1)
+    }
+
+    /// The most QPs alive at once: `qps` rounded up to a multiple of the control
+    /// threads (each keeps at least one).
+    ///
+    /// ```
+    /// let workload = restable::mana::sim::Workload { qps: 1, control_threads: 64, ..Default::default() };
+    /// assert_eq!(workload.max_live_qps(), 64);
+    /// ```
+    pub fn max_live_qps(&self) -> usize {
+        self.qps_per_thread() * self.control_threads
+    }
 }
 
 impl Default for Workload {
@@ -215,7 +241,7 @@ impl Workload {
             });
             for poller in 0..self.pollers {
                 s.spawn(move || {
-                    let mut rng = Rng::with_seed(self.seed + 100 + poller as u64);
+                    let mut rng = Rng::with_seed(self.thread_seed(100 + poller as u64));
                     while !stop.load(Ordering::Relaxed) {
                         let section = crate::read_section();
                         let mut polled = 0;
@@ -233,10 +259,10 @@ impl Workload {
                     }
                 });
             }
-            let per_thread = self.qps.div_ceil(self.control_threads).max(1);
+            let per_thread = self.qps_per_thread();
             let controls: Vec<_> = (0..self.control_threads)
                 .map(|i| {
-                    let rng = Rng::with_seed(self.seed + 1000 + i as u64);
+                    let rng = Rng::with_seed(self.thread_seed(1000 + i as u64));
                     let failures = &destroy_failures;
                     s.spawn(move || self.control(driver, rng, per_thread, deadline, failures))
                 })
