@@ -1,4 +1,4 @@
-//! A global allocator that counts, shared by `tests/alloc.rs` and `examples/memory.rs`
+//! A global allocator that counts, shared by `tests/alloc.rs` and `benches/tools/memory.rs`
 //! (each includes this file with `#[path]`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -36,7 +36,7 @@ pub fn live_bytes() -> isize {
 }
 
 /// Allocations made by the calling thread so far.
-#[allow(dead_code)] // examples/memory.rs counts bytes only
+#[allow(dead_code)] // benches/tools/memory.rs counts bytes only
 pub fn thread_allocs() -> usize {
     THREAD_ALLOCS.with(Cell::get)
 }

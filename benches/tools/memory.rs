@@ -4,7 +4,7 @@
 //!
 //! `cargo run --release --example memory`
 
-#[path = "../tests/common/counting_alloc.rs"]
+#[path = "../../tests/common/counting_alloc.rs"]
 mod counting_alloc;
 
 use counting_alloc::{live_bytes, Counting};
