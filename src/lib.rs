@@ -39,156 +39,33 @@
 //! assert_eq!(value, "qp 0x51");
 //! ```
 //!
-//! # The algorithm
+//! # Which handle, when
 //!
-//! Two structures: an **index** from key to node, and per object a **node** holding one
-//! atomic **state word**, its keys and their hashes, and the value — all in one block,
-//! so an insert allocates once and a lookup finds the state word and the key it compares
-//! at the node's start. A block is an allocation of its own or, in a table built
-//! [`cache_aligned`](Builder::cache_aligned), whole cache lines carved from the table's
-//! pages (see the `block` module), so that a small node's state word, first key and value
-//! share one line no other node touches. The index holds only values — per key, a
-//! tag of its hash and the node's address with the key's position — in one-cache-line
-//! buckets (see the `index` module): a miss reads one line, a hit two.
+//! | you want to | use | blocks? |
+//! | --- | --- | --- |
+//! | keep an object in the table until you destroy it (a driver's QP) | [`ResTable::insert`] → [`Owner`] | no |
+//! | leave it with the table, like a map (a server's connection) | [`ResTable::insert_detached`], later [`ResTable::remove`] / [`ResTable::try_remove`] | no |
+//! | use an object for a moment on this thread (an event handler) | [`ResTable::get`] → [`Ref`] | never: lock-free, no allocation |
+//! | keep it across threads or `.await`s (a worker task) | [`ResTable::get_owned`] → [`OwnedRef`] | never |
+//! | look up a batch at once (one interrupt's events, one poll) | [`read_section`] around the `get`s | never |
+//! | destroy it and get the value back | [`Owner::kill`] → [`Dying`], then [`Dying::drain`] | `drain` waits for the references out (`try_drain`, `drain_timeout`, `.await` too) |
+//! | destroy it when its users are done, without waiting | drop the [`Owner`] or the [`Dying`] | never: the last reference drops the value |
+//! | try a destroy that may fail (hardware), and undo it | [`Dying::wait`], then [`Dying::drain`] or [`Dying::revive`] | `wait` waits as `drain` does |
+//! | remove many detached objects | [`ResTable::retain`], [`ResTable::extract_if`], [`ResTable::clear`] | no |
 //!
-//! ## The state word
+//! What never blocks: lookups (`get`, `get_owned`, `contains_key`, `iter`) and puts
+//! (dropping a [`Ref`] or [`OwnedRef`]) — no lock, no wait for anyone. Writers (`insert`,
+//! `kill`, `remove`, dropping an [`Owner`]) lock their keys' index shards for a few
+//! hundred nanoseconds, never while running user code other than `K::eq`: a writer may
+//! wait briefly for another writer on the same shard, never for a reader or a holder.
+//! What waits for holders: the drains and `wait`, for references that are out —
+//! including one held by the draining thread itself, which would wait forever (see
+//! [`Dying::drain`]).
 //!
-//! ```text
-//!  63     62      61       60         59 ........................... 0
-//! +------+-------+--------+----------+-------------------------------+
-//! | LIVE | OWNED | PARKED | DETACHED |             refs              |
-//! +------+-------+--------+----------+-------------------------------+
-//! ```
-//!
-//! - `LIVE`: get-ref may succeed. Set when the insert publishes, cleared by kill or
-//!   remove; set again only by revive, once every key is linked again. A node whose
-//!   insert failed is never live.
-//! - `OWNED`: an [`Owner`] or [`Dying`] exists (or, with `DETACHED`, the table owns the
-//!   node) and will take or drop the value. Cleared when it is dropped without draining;
-//!   then the last reference drops the value.
-//! - `PARKED`: a drainer — a parked thread, or an async task through its waker — waits
-//!   (or is about to) until `refs` reaches zero, so the last put must wake drainers.
-//!   Never cleared: a waiter that times out cannot know whether another still sleeps.
-//!   Only meaningful while `OWNED` is set.
-//! - `DETACHED`: the owner was detached; `remove` by any key may claim the node.
-//! - `refs`: the number of references ([`Ref`], [`OwnedRef`]) out.
-//!
-//! Every transition is one read-modify-write of this word, so "may it be found", "who
-//! holds it", "must somebody be woken" and "who drops the value" are decided by one
-//! value that all threads agree on.
-//!
-//! ## Operations and their linearization points
-//!
-//! - **insert**: lock the index shards of all keys (one lock word per shard, in the
-//!   shard's own cache lines, taken in ascending shard order so that writers cannot
-//!   deadlock: see the `lock` module), check that no key names a live node (a
-//!   killed node's leftover slot is unlinked), link one slot per key, then *store*
-//!   `OWNED | LIVE` — the linearization point — and unlock. Nothing is linked before
-//!   every check passed, so a failed insert was never visible and hands the value back;
-//!   and since the node is not live until every key is linked, a `get` that succeeds on
-//!   one key implies all keys resolve.
-//! - **get**: pin the epoch (inside a [`ReadSection`] a nested pin, which only bumps a
-//!   counter), hash, probe one shard's buckets (the home bucket, and further only while
-//!   its overflow bit for the hash is set), and on a key match CAS `refs + 1` into the
-//!   word if `LIVE` is set — the successful CAS is the linearization point. The first
-//!   CAS expects the usual word of a live node nobody holds instead of loading the word
-//!   first, so a node's cache line is taken for writing once, not fetched and then taken
-//!   again; a wrong guess only returns the word for the next CAS. No lock, no wait on a
-//!   writer (a CAS retries only because another thread changed the word), no
-//!   allocation.
-//! - **put** (dropping a [`Ref`]): `fetch_sub`. If that was the last reference and
-//!   `PARKED` is set, wake the drainer; if `OWNED` is clear, drop the value and free the
-//!   node.
-//! - **kill**: `fetch_and(!LIVE)` — the linearization point: from here no `get` on any key
-//!   succeeds. Then lock the shards of its keys as insert does and unlink the node's
-//!   slots, so every key can be inserted again before the drain.
-//! - **remove** (of a detached node): one CAS that requires `LIVE | DETACHED` and clears
-//!   both — the linearization point, so of two racing removes exactly one succeeds and
-//!   the other sees no live detached node; then unlink as kill does.
-//! - **revive** (of a killed node): lock its keys' shards, check and link them as insert
-//!   does, then `fetch_or(LIVE)` with `Release` (an RMW, since references taken before
-//!   the kill may still be out) — the linearization point; a failed check links nothing.
-//! - **drain**: wait until `refs` is zero — spin briefly, then park on the node's address
-//!   in the parking lot after setting `PARKED` inside the lot's `validate` — and move the
-//!   value out. Its linearization point is the load that sees zero; zero is final, since
-//!   the node is not live and only a holder can make a new reference.
-//!
-//! ## Memory orderings, and why each is enough
-//!
-//! - Index: writers store a slot (a fully built node's address), then its tag, each with
-//!   `Release`; readers load the tags, then the slot, with `Acquire`. A reader that finds
-//!   a slot sees its node's keys and fields. A grown array is published with one
-//!   `Release` store after every slot was copied into it.
-//! - Publish (`Release` store of `LIVE`) pairs with get's `Acquire` CAS: a reader that
-//!   takes a reference sees the value and every key's slot as the inserter left them.
-//! - Get's CAS failure path is `Relaxed`: a failed get reads nothing else.
-//! - Ref clone: `Relaxed` `fetch_add`, as `Arc::clone` — the clone's caller already
-//!   holds a reference, so the count cannot reach zero meanwhile.
-//! - Put: `Release` `fetch_sub`, so a holder's reads of the value happen before the drain
-//!   takes it; the drainer's `Acquire` load of zero synchronizes with every put (they
-//!   form one release sequence on the word). The last holder that drops the value first
-//!   loads the word with `Acquire` — it reads its own decrement, the end of that release
-//!   sequence — where `Arc::drop` has a fence: the same guarantee, and ThreadSanitizer
-//!   (which does not model fences) can follow it, so code using restable runs clean
-//!   under TSan.
-//! - Detach: `Release` `fetch_or`. From then on another thread's `remove` (or the
-//!   table's drop) may claim the node and drain or drop `T`; its claim is an `AcqRel`
-//!   CAS that reads the detach's write (or a later RMW of its release sequence), so the
-//!   owner's reads of `T` happen before the remover's. The table's drop claims with the
-//!   same CAS, after a `SeqCst` fence that pairs with one after the detach (see
-//!   `Registry::adopt`), so of a detach racing the drop, at least one sees the other and
-//!   the object is destroyed exactly once.
-//! - Remove's claim: `AcqRel` CAS, clearing `LIVE | DETACHED`: acquires the owner's
-//!   writes (above), and releases the claimer's earlier writes as kill does.
-//! - Kill: `AcqRel` `fetch_and`. What the guarantee needs is only that kill's write
-//!   precedes the unlinking in program order: a reader that observes an unlink (or a newer
-//!   slot linked after it) through `Acquire` also observes `LIVE` cleared, and any get's
-//!   CAS reads the latest value of the word anyway. The stronger ordering is free on the
-//!   control path.
-//! - Parking: `PARKED` is set with a `Relaxed` `fetch_or` inside the lot's `validate`
-//!   (under the lot's bucket lock); the last put's `fetch_sub` is an RMW on the same word,
-//!   so either it comes first (the drainer sees zero and does not sleep) or it sees
-//!   `PARKED` and calls `unpark_all`, which takes the same lock and so finds the drainer
-//!   queued. No lost wake-up. A drainer whose deadline passes leaves `PARKED` set:
-//!   other threads may be parked on the same node (`wait` beside another thread's
-//!   `wait_timeout`), and clearing it would let the last put skip their wake-up; left
-//!   set, it costs one wake of nobody. The wake touches only the lot, keyed by the node's address,
-//!   because the woken drainer may free the node at once. An async drain ([`Drain`])
-//!   does the same with its task's waker in a registry keyed and locked the same way:
-//!   it sets `PARKED` under the registry's lock, and the last put takes that lock to
-//!   wake it. A wake that comes late, when the address already names another node, is
-//!   only spurious: every drainer checks the word again.
-//!
-//! ## Reclamation
-//!
-//! Readers dereference bucket arrays and nodes only while pinned to a
-//! crossbeam-epoch epoch. Writers need no pin: under a shard's lock, its array and
-//! the nodes its slots point to cannot be retired, since only that lock's holders
-//! retire them (a rebuild pins to retire the array it replaced). A node is allocated
-//! together with its keys and retired as one block, only after all its slots are
-//! cleared, by whoever finishes with it last: the drain (after moving the value
-//! out), or — if the owner was dropped — the last put or the owner's drop. Retired
-//! nodes and replaced bucket arrays are handed to the collector, which runs their
-//! disposal once every thread pinned at that time has unpinned (the collector
-//! advances when some thread collects: on every 128th outermost pin of a thread, and
-//! on every fourth [`ReadSection::refresh`]). A node's block then goes back to the
-//! index shard of its first key, and that shard's next insert builds its node in it
-//! (see `recycle`; a page goes back to the allocator with the last of its blocks): the
-//! collector usually runs on a reader, and handing it a lock-free push instead of a
-//! cross-thread `free` keeps readers clear of the allocator's locks. Growing a shard
-//! copies its slots into a new array, publishes it and retires the old one: it waits
-//! for nothing, and readers still on the old array see a frozen copy, which liveness
-//! in the nodes makes harmless. A reader that reaches a killed node only reads its
-//! state word (its CAS fails), never the value, and holds nothing that delays the
-//! drain.
-//!
-//! **The last user holds no reference into the node.** A put or an abandon may, with its
-//! read-modify-write, make another thread the node's last user, which may then drop the
-//! value and recycle or free the block at once. So every function that may give a node
-//! away (put, abandon, and the stale reader's `try_get`) works from a raw pointer and
-//! touches only `&AtomicUsize` — never a `&Node`, which as a function argument would
-//! assert that the whole block stays untouched until it returns (rust-lang/rust#55005;
-//! `tests/last_user.rs` shows the difference under Miri's Tree Borrows).
+//! How it works — the state word, each operation's linearization point, every memory
+//! ordering and why it is enough, reclamation — is written down for contributors in
+//! `docs/implementation.md` in the repository, beside the record of how it is verified
+//! (`docs/verification.md`).
 //!
 //! # User code: what runs where, and what a panic in it does
 //!
@@ -214,22 +91,6 @@
 //! bucket and tag, so an identity hasher on integer IDs spreads keys as well as the
 //! default one.
 //!
-//! # Modules
-//!
-//! | module | job |
-//! | --- | --- |
-//! | `table` | [`ResTable`]: insert, get, kill's index part, iteration |
-//! | `index` | sharded, epoch-protected open-addressed index of one-line buckets: lock-free find, locked link/unlink, growth by copy |
-//! | `node` | the node (one block: header, keys, hashes, value) and its state word; every transition of it |
-//! | `lock` | one shard's lock: a word in the shard's own lines, parking when contended |
-//! | `recycle` | retired node blocks going back to their shard for reuse |
-//! | `visit` | the object a `retain` predicate is looking at, so that draining it from inside panics instead of hanging |
-//! | `section` | [`ReadSection`]: one epoch pin for a batch of lookups |
-//! | `guard` | [`Owner`], [`Ref`] and [`OwnedRef`], the handles to an object |
-//! | `drain` | [`Dying`] and [`Drain`]: waiting for holders (blocking or async), taking the value back, or reviving |
-//! | `error` | [`InsertError`] and [`ReviveError`], which always hand the value back |
-//! | `sync` | the only door to atomics, locks, parking and epoch pinning (loom swaps it) |
-//! | `mana` | a mana_ib adapter (feature `mana`, off by default): QP table, EQ and CQ paths, simulated device |
 
 #![deny(missing_docs, missing_debug_implementations, unsafe_op_in_unsafe_fn)]
 // docs.rs (nightly, `--cfg docsrs`) badges items that need a feature (`mana`).
