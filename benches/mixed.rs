@@ -168,50 +168,67 @@ impl Map for Restable {
     }
 }
 
-/// `HashMap<u64, u64>` behind a lock, as a careful user writes it.
+/// `HashMap<u64, u64>` behind a lock, as a careful user writes it: reads under a read
+/// lock where the lock has one, everything else under the write lock.
 struct Locked<L>(L);
 
-impl Map for Locked<Mutex<HashMap<u64, u64, Hasher>>> {
+type Inner = HashMap<u64, u64, Hasher>;
+
+/// The two locks the baselines use.
+trait MapLock: Sync {
+    const NAME: &'static str;
+    fn new(map: Inner) -> Self;
+    fn read<R>(&self, f: impl FnOnce(&Inner) -> R) -> R;
+    fn write<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R;
+}
+
+impl MapLock for Mutex<Inner> {
     const NAME: &'static str = "mutex-hashmap";
-    fn with_capacity(capacity: usize) -> Self {
-        Locked(Mutex::new(HashMap::with_capacity_and_hasher(
-            capacity,
-            Hasher::default(),
-        )))
+    fn new(map: Inner) -> Self {
+        Mutex::new(map)
     }
-    fn insert(&self, key: u64) -> bool {
-        self.0.lock().insert(key, key).is_none()
+    fn read<R>(&self, f: impl FnOnce(&Inner) -> R) -> R {
+        f(&self.lock())
     }
-    fn read(&self, key: u64) -> bool {
-        self.0.lock().get(&key).map(|v| black_box(*v)).is_some()
-    }
-    fn update(&self, key: u64) -> bool {
-        self.0.lock().get_mut(&key).map(|v| *v += 1).is_some()
-    }
-    fn remove(&self, key: u64) -> bool {
-        self.0.lock().remove(&key).is_some()
+    fn write<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        f(&mut self.lock())
     }
 }
 
-impl Map for Locked<RwLock<HashMap<u64, u64, Hasher>>> {
+impl MapLock for RwLock<Inner> {
     const NAME: &'static str = "rwlock-hashmap";
+    fn new(map: Inner) -> Self {
+        RwLock::new(map)
+    }
+    fn read<R>(&self, f: impl FnOnce(&Inner) -> R) -> R {
+        f(&self.read())
+    }
+    fn write<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        f(&mut self.write())
+    }
+}
+
+impl<L: MapLock> Map for Locked<L> {
+    const NAME: &'static str = L::NAME;
     fn with_capacity(capacity: usize) -> Self {
-        Locked(RwLock::new(HashMap::with_capacity_and_hasher(
+        Locked(L::new(HashMap::with_capacity_and_hasher(
             capacity,
             Hasher::default(),
         )))
     }
     fn insert(&self, key: u64) -> bool {
-        self.0.write().insert(key, key).is_none()
+        self.0.write(|map| map.insert(key, key).is_none())
     }
     fn read(&self, key: u64) -> bool {
-        self.0.read().get(&key).map(|v| black_box(*v)).is_some()
+        self.0
+            .read(|map| map.get(&key).map(|v| black_box(*v)).is_some())
     }
     fn update(&self, key: u64) -> bool {
-        self.0.write().get_mut(&key).map(|v| *v += 1).is_some()
+        self.0
+            .write(|map| map.get_mut(&key).map(|v| *v += 1).is_some())
     }
     fn remove(&self, key: u64) -> bool {
-        self.0.write().remove(&key).is_some()
+        self.0.write(|map| map.remove(&key).is_some())
     }
 }
 
@@ -357,8 +374,8 @@ fn benches(c: &mut Criterion) {
             group.warm_up_time(Duration::from_millis(500));
             group.measurement_time(Duration::from_secs(2));
             bench::<Restable>(&mut group, &plans);
-            bench::<Locked<Mutex<HashMap<u64, u64, Hasher>>>>(&mut group, &plans);
-            bench::<Locked<RwLock<HashMap<u64, u64, Hasher>>>>(&mut group, &plans);
+            bench::<Locked<Mutex<Inner>>>(&mut group, &plans);
+            bench::<Locked<RwLock<Inner>>>(&mut group, &plans);
             bench::<DashMap>(&mut group, &plans);
             bench::<Papaya>(&mut group, &plans);
             bench::<Scc>(&mut group, &plans);
