@@ -85,7 +85,11 @@ impl<K, T> Dying<K, T> {
     /// dashmap's "`remove` while holding a `Ref`" deadlock.) restable does not try to
     /// detect it: a `Ref` is `Send`, so a reference taken on this thread may be held —
     /// and later dropped — by another one at the moment of the drain, and no check at
-    /// that moment can tell the two apart without firing on correct code.
+    /// that moment can tell the two apart without firing on correct code. It can be
+    /// diagnosed in one look, though: with the `track-refs` feature,
+    /// `Dying::holders` (and this `Dying`'s `Debug`) name where each reference
+    /// still out was taken, and `set_stuck_drain_limit` makes a drain that waits too long
+    /// panic with that list.
     ///
     /// # Panics
     ///
@@ -99,9 +103,8 @@ impl<K, T> Dying<K, T> {
     /// assert_eq!(owner.kill().drain(), "qp");
     /// ```
     pub fn drain(self) -> T {
-        let drained = self.node().wait_for_refs(None);
-        debug_assert!(drained, "a wait without deadline returns only when drained");
-        // SAFETY: `wait_for_refs` saw zero references with `Acquire`.
+        self.wait();
+        // SAFETY: `wait` returns once it saw zero references with `Acquire`.
         unsafe { self.take() }
     }
 
@@ -152,8 +155,35 @@ impl<K, T> Dying<K, T> {
     /// assert_eq!(dying.drain(), "qp"); // no more waiting
     /// ```
     pub fn wait(&self) {
+        #[cfg(feature = "track-refs")]
+        if let Some(limit) = crate::track::stuck_drain_limit() {
+            if !self.wait_timeout(limit) {
+                crate::track::stuck(self.wait_key(), limit);
+            }
+            return;
+        }
         let drained = self.node().wait_for_refs(None);
         debug_assert!(drained, "a wait without deadline returns only when drained");
+    }
+
+    /// Where each reference still out was taken, oldest first (feature `track-refs`):
+    /// for a drain that does not end.
+    ///
+    /// ```
+    /// # #[cfg(feature = "track-refs")] {
+    /// let table = restable::ResTable::new();
+    /// let owner = table.insert(&[1u32], ()).unwrap();
+    /// let r = table.get(&1).unwrap(); // this line is the holder
+    /// let dying = owner.kill();
+    /// assert_eq!(dying.holders().len(), 1);
+    /// assert_eq!(dying.holders()[0].location.line(), line!() - 3);
+    /// # drop(r);
+    /// # }
+    /// ```
+    #[cfg(feature = "track-refs")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "track-refs")))]
+    pub fn holders(&self) -> Vec<crate::Holder> {
+        crate::track::holders(self.wait_key())
     }
 
     /// Like [`wait`](Self::wait), for at most `timeout`; returns whether every reference
@@ -459,9 +489,10 @@ impl<K: fmt::Debug, T> fmt::Debug for Drain<K, T> {
 
 impl<K: fmt::Debug, T> fmt::Debug for Dying<K, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Dying")
-            .field("keys", &self.keys())
-            .field("refs", &self.refs())
-            .finish()
+        let mut out = f.debug_struct("Dying");
+        out.field("keys", &self.keys()).field("refs", &self.refs());
+        #[cfg(feature = "track-refs")]
+        out.field("holders", &self.holders());
+        out.finish()
     }
 }

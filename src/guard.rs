@@ -235,6 +235,7 @@ impl<K, T> Ref<'_, K, T> {
     ///
     /// # Safety
     /// As for [`OwnedRef::new`].
+    #[cfg_attr(feature = "track-refs", track_caller)]
     pub(crate) unsafe fn new(node: *const Node<K, T>) -> Self {
         Ref {
             // SAFETY: the caller's contract.
@@ -330,6 +331,9 @@ impl<K: fmt::Debug, T: fmt::Debug> fmt::Debug for Ref<'_, K, T> {
 #[must_use = "an `OwnedRef` is put as soon as it is dropped"]
 pub struct OwnedRef<K, T> {
     node: NonNull<Node<K, T>>,
+    /// Where this reference was taken (feature `track-refs`).
+    #[cfg(feature = "track-refs")]
+    ticket: crate::track::Ticket,
 }
 
 // SAFETY: an `OwnedRef` gives `&T` and `&[K]`, and its drop may drop `T` (if the owner
@@ -345,10 +349,13 @@ impl<K, T> OwnedRef<K, T> {
     /// The caller took a reference on `node` (`Node::try_get` succeeded) that this now
     /// owns, and `node` is the pointer from its index slot (it covers the whole block,
     /// which the last holder frees).
+    #[cfg_attr(feature = "track-refs", track_caller)]
     pub(crate) unsafe fn new(node: *const Node<K, T>) -> Self {
         OwnedRef {
             // SAFETY: a node pointer from an index slot is never null.
             node: unsafe { NonNull::new_unchecked(node.cast_mut()) },
+            #[cfg(feature = "track-refs")]
+            ticket: crate::track::record(node as usize, std::panic::Location::caller()),
         }
     }
 
@@ -392,15 +399,25 @@ impl<K, T> Deref for OwnedRef<K, T> {
 }
 
 impl<K, T> Clone for OwnedRef<K, T> {
+    #[cfg_attr(feature = "track-refs", track_caller)]
     fn clone(&self) -> Self {
         self.node().clone_ref();
-        OwnedRef { node: self.node }
+        OwnedRef {
+            node: self.node,
+            #[cfg(feature = "track-refs")]
+            ticket: crate::track::record(
+                self.node.as_ptr() as usize,
+                std::panic::Location::caller(),
+            ),
+        }
     }
 }
 
 impl<K, T> Drop for OwnedRef<K, T> {
     #[inline]
     fn drop(&mut self) {
+        #[cfg(feature = "track-refs")]
+        crate::track::forget(self.node.as_ptr() as usize, self.ticket);
         // SAFETY: we hold a reference, given up here, once.
         if let Release::Last = unsafe { Node::put(self.node.as_ptr()) } {
             // SAFETY: `Last`: the owner let go and ours was the last reference.

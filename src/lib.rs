@@ -112,6 +112,8 @@ mod recycle;
 mod section;
 mod sync;
 mod table;
+#[cfg(feature = "track-refs")]
+mod track;
 mod visit;
 
 /// Loom models call this from the killing thread to run reclamation inside the model.
@@ -133,6 +135,9 @@ pub use guard::{OwnedRef, Owner, Ref};
 pub use index::IndexStats;
 pub use section::{read_section, ReadSection};
 pub use table::{DefaultHashBuilder, Iter, ResTable, MAX_KEYS};
+#[cfg(feature = "track-refs")]
+#[cfg_attr(docsrs, doc(cfg(feature = "track-refs")))]
+pub use track::{set_stuck_drain_limit, Holder};
 
 /// The README's examples, compiled and run as doc tests so they cannot drift.
 #[cfg(doctest)]

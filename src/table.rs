@@ -426,6 +426,7 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     /// assert_eq!(*conns.get(&ConnKeyRef::Name("alice")).unwrap(), "conn 7");
     /// ```
     #[inline]
+    #[cfg_attr(feature = "track-refs", track_caller)]
     #[must_use = "the reference is put at once if unused; to test for a key, use `contains_key`"]
     pub fn get<Q>(&self, key: &Q) -> Option<Ref<'_, K, T>>
     where
@@ -439,7 +440,15 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
         // reference does.
         // SAFETY: (1) pinned, so the node is not freed yet; (2) `try_get` took the
         // reference the `Ref` owns, and the `Ref` borrows `self`.
-        unsafe { Node::try_get(node, registry.detached()).then(|| Ref::new(node)) }
+        // (No closure around `Ref::new`: a closure would hide the caller's location from
+        // `track_caller`, feature `track-refs`.)
+        unsafe {
+            if Node::try_get(node, registry.detached()) {
+                Some(Ref::new(node))
+            } else {
+                None
+            }
+        }
     }
 
     /// Like [`get`](Self::get), but the reference does not borrow the table: it can go
@@ -452,6 +461,7 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     /// std::thread::spawn(move || assert_eq!(*r, "conn")).join().unwrap();
     /// ```
     #[inline]
+    #[cfg_attr(feature = "track-refs", track_caller)]
     #[must_use = "the reference is put at once if unused; to test for a key, use `contains_key`"]
     pub fn get_owned<Q>(&self, key: &Q) -> Option<OwnedRef<K, T>>
     where
@@ -1091,6 +1101,7 @@ impl<'a, K, T> Iter<'a, K, T> {
 impl<'a, K, T> Iterator for Iter<'a, K, T> {
     type Item = Ref<'a, K, T>;
 
+    #[cfg_attr(feature = "track-refs", track_caller)]
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             // SAFETY: the cursor has only ever been advanced under `self.guard`, which
