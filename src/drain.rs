@@ -3,6 +3,7 @@
 //! deciding ([`Dying::wait`], then [`Dying::drain`] or [`Dying::revive`]).
 
 use crate::error::ReviveError;
+use crate::grace;
 use crate::guard::{abandon, Owner};
 use crate::node::{self, Node};
 use crate::sync;
@@ -91,11 +92,30 @@ impl<K, T> Dying<K, T> {
     /// still out was taken, and `set_stuck_drain_limit` makes a drain that waits too long
     /// panic with that list.
     ///
+    /// # Borrowed readers
+    ///
+    /// If the object was ever read borrowed ([`ResTable::pin`](crate::ResTable::pin)), the
+    /// drain also waits for a grace period: until every table guard (and read section)
+    /// open at the kill, on any thread, has been dropped or refreshed. The drain pushes the
+    /// epoch itself — with nobody else pinned it ends in microseconds, with readers that
+    /// refresh their guards as soon as they have. The grace period counts as one
+    /// reference in [`refs`](Self::refs) until then.
+    ///
     /// # Panics
     ///
     /// Inside a [`retain`](crate::ResTable::retain) predicate, when draining the object
     /// the predicate was given: `retain`'s own reference to it, which never leaves the
     /// thread, would keep the drain waiting forever (so does [`wait`](Self::wait)).
+    ///
+    /// While the calling thread is itself pinned — it holds a table guard
+    /// ([`Pinned`](crate::Pinned)), a [`read_section`](crate::read_section) or an
+    /// [`iter`](crate::ResTable::iter) — and the object's grace period is pending after
+    /// the drain pushed the epoch as far as that pin lets it: the pin holds the grace
+    /// period back, and unlike a `Ref` it cannot be sent to another thread to end, so
+    /// this is detected for certain (in release builds too) and refused rather than
+    /// hung. Drop the guard first; [`drain_timeout`](Self::drain_timeout) and
+    /// [`wait_timeout`](Self::wait_timeout) just time out. Objects never read borrowed
+    /// have no grace period and drain inside a guard as anywhere.
     ///
     /// ```
     /// let table = restable::ResTable::new();
@@ -116,6 +136,12 @@ impl<K, T> Dying<K, T> {
     /// assert_eq!(owner.kill().try_drain().unwrap(), 1);
     /// ```
     pub fn try_drain(self) -> Result<T, Self> {
+        let node = self.node();
+        if node.grace_pending() && !sync::is_pinned() {
+            // Never blocks: a few pushes of the epoch, which end the grace period of a
+            // borrowed object at once when no other thread holds it back.
+            grace::push_eagerly(|| node.grace_pending());
+        }
         if self.node().refs() == 0 {
             // SAFETY: zero references, seen with `Acquire` after the kill.
             Ok(unsafe { self.take() })
@@ -273,6 +299,7 @@ impl<K, T> Dying<K, T> {
         Drain {
             dying: Some(self),
             registered: false,
+            driven: false,
         }
     }
 
@@ -308,7 +335,9 @@ impl<K, T> Dying<K, T> {
         }
     }
 
-    /// The number of references still out. Once it reads zero, it stays zero.
+    /// The number of references still out, counting a pending grace period of a
+    /// borrowed object as one (see [`drain`](Self::drain)). Once it reads zero, it stays
+    /// zero.
     ///
     /// ```
     /// let table = restable::ResTable::new();
@@ -420,6 +449,9 @@ pub struct Drain<K, T> {
     dying: Option<Dying<K, T>>,
     /// Whether a waker may be registered under the node's key.
     registered: bool,
+    /// Whether this drain asked the epoch's helper thread to push the epoch for it (a
+    /// grace period was pending), and must tell it when it no longer waits.
+    driven: bool,
 }
 
 impl<K, T> Drain<K, T> {
@@ -456,11 +488,27 @@ impl<K, T> Future for Drain<K, T> {
             // value) or the put sees `PARKED` and finds our waker.
             if sync::register_waker(dying.wait_key(), cx.waker(), || dying.node().set_parked()) {
                 this.registered = true;
+                // A grace period ends only when some thread collects: have the helper
+                // thread push the epoch while we wait (registered first, so the wake of
+                // the epoch's put finds our waker). Should the helper be missing (its
+                // spawn failed), push once per poll and ask to be polled again.
+                if dying.node().grace_pending() && !this.driven {
+                    if sync::want_epoch_driver() {
+                        this.driven = true;
+                    } else {
+                        sync::flush();
+                        cx.waker().wake_by_ref();
+                    }
+                }
                 return Poll::Pending;
             }
         }
         if this.registered {
             sync::forget_waker(dying.wait_key());
+        }
+        if this.driven {
+            this.driven = false;
+            sync::release_epoch_driver();
         }
         let dying = this.dying.take().expect("checked above");
         // SAFETY: `refs` saw zero with `Acquire`, and zero is final.
@@ -476,6 +524,9 @@ impl<K, T> Drop for Drain<K, T> {
                 // waker and nobody else's.
                 sync::forget_waker(dying.wait_key());
             }
+        }
+        if self.driven {
+            sync::release_epoch_driver();
         }
         // Then the `Dying` drops: never blocks, the last reference drops the value.
     }

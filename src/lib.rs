@@ -45,7 +45,8 @@
 //! | --- | --- | --- |
 //! | keep an object in the table until you destroy it (a driver's QP) | [`ResTable::insert`] → [`Owner`] | no |
 //! | leave it with the table, like a map (a server's connection) | [`ResTable::insert_detached`], later [`ResTable::remove`] / [`ResTable::try_remove`] | no |
-//! | use an object for a moment on this thread (an event handler) | [`ResTable::get`] → [`Ref`] | never: lock-free, no allocation |
+//! | read objects for a moment on this thread, fastest (an event handler, a CQ poller) | [`ResTable::pin`] → [`Pinned`], then [`Pinned::get`] → `&T` | never: lock-free, writes nothing |
+//! | use an object for a moment on this thread, counted | [`ResTable::get`] → [`Ref`] | never: lock-free, no allocation |
 //! | keep it across threads or `.await`s (a worker task) | [`ResTable::get_owned`] → [`OwnedRef`] | never |
 //! | look up a batch at once (one interrupt's events, one poll) | [`read_section`] around the `get`s | never |
 //! | destroy it and get the value back | [`Owner::kill`] → [`Dying`], then [`Dying::drain`] | `drain` waits for the references out (`try_drain`, `drain_timeout`, `.await` too) |
@@ -53,14 +54,25 @@
 //! | try a destroy that may fail (hardware), and undo it | [`Dying::wait`], then [`Dying::drain`] or [`Dying::revive`] | `wait` waits as `drain` does |
 //! | remove many detached objects | [`ResTable::retain`], [`ResTable::extract_if`], [`ResTable::clear`] | no |
 //!
-//! What never blocks: lookups (`get`, `get_owned`, `contains_key`, `iter`) and puts
+//! **Borrowed or counted?** A borrowed read ([`Pinned::get`]) takes no reference: it
+//! writes nothing, so it costs a load where a [`Ref`] costs two atomic read-modify-writes,
+//! and readers on many cores share the object's cache line. The value is borrowed for as
+//! long as the guard lives, so hold a guard for a batch, not a thread's life; take a
+//! counted reference ([`Borrowed::to_owned_ref`], or `get`) for anything that outlives
+//! the batch. The drain waits for borrowed readers too: a kill of an object that was ever
+//! read borrowed waits a grace period — until every guard open at the kill is gone — which
+//! the drain drives itself (microseconds when nobody else is pinned). Objects only ever
+//! read counted never wait for one.
+//!
+//! What never blocks: lookups (`get`, `get_owned`, `contains_key`, `iter`, borrowed
+//! reads under [`ResTable::pin`]) and puts
 //! (dropping a [`Ref`] or [`OwnedRef`]) — no lock, no wait for anyone. Writers (`insert`,
 //! `kill`, `remove`, dropping an [`Owner`]) lock their keys' index shards for a few
 //! hundred nanoseconds, never while running user code other than `K::eq`: a writer may
 //! wait briefly for another writer on the same shard, never for a reader or a holder.
-//! What waits for holders: the drains and `wait`, for references that are out —
-//! including one held by the draining thread itself, which would wait forever (see
-//! [`Dying::drain`]).
+//! What waits for holders: the drains and `wait`, for references that are out and for
+//! borrowed readers — including the draining thread's own reference (which would wait
+//! forever) or its own guard (which panics): see [`Dying::drain`].
 //!
 //! How it works — the state word, each operation's linearization point, every memory
 //! ordering and why it is enough, reclamation — is written down for contributors in
@@ -74,10 +86,10 @@
 //! | `K: Hash` | in `insert`/`get`, before any lock | the call unwinds; nothing changed |
 //! | `K: Clone` | in `insert`, before any lock (the table keeps clones of the keys) | the clones so far and the value are dropped; nothing changed |
 //! | `K: Eq` | in `get`; in `insert` before any lock (between keys of the insert whose hashes are equal, to refuse a key given twice) and **under its shard locks** | before the locks, as for `K: Clone`; under them, the locks are released, then the clones and the value dropped |
-//! | `T: Drop` | where the last of `Owner`/`Dying`/`Ref` goes, never under a lock; for detached objects, in `remove`'s or `retain`'s caller, or in the table's drop | the node is still retired (nothing leaks); the panic goes on. The table's drop destroys every other detached object first, then resumes the first panic |
+//! | `T: Drop` | where the last of `Owner`/`Dying`/`Ref` goes, never under a lock; for detached objects, in `remove`'s or `retain`'s caller, or in the table's drop; for an object read borrowed whose owner let go, possibly in the epoch's collector (below), when its grace period ends | the node is still retired (nothing leaks); the panic goes on (in the collector it is contained, as `K::drop`'s). The table's drop destroys every other detached object first, then resumes the first panic |
 //! | the `retain` predicate | in `retain`, under no lock, with a reference to the object it is given | `retain` unwinds; the objects not yet visited stay. An untimed drain of the object it is given, from inside it, panics (it would wait for `retain`'s own reference forever) |
 //! | wakers of async drains | in the last put, under no lock (taken out of the registry first) | unwinds from the put; the reference is already put |
-//! | `K: Drop`, and any deferred function of other crossbeam-epoch users | in the epoch's collector: on whichever thread collects — on every 128th outermost pin of a thread (a `get`, an insert, a `read_section`), on every fourth [`ReadSection::refresh`], and after an insert or revive that grew the index has released its shard locks and made its `Owner` — never under a shard lock | `K::drop`: contained: reported by the panic hook, the rest of that key array and of the collector's garbage is still freed, and the unrelated call that happened to collect goes on. Another user's deferred function: crossbeam's behaviour (the call that collected unwinds; after an insert, its `Owner` is dropped on the way, killing the new object) |
+//! | `K: Drop`, and any deferred function of other crossbeam-epoch users | in the epoch's collector: on whichever thread collects — on every 128th outermost pin of a thread (a `get`, an insert, a `read_section`), on every fourth [`ReadSection::refresh`], after an insert or revive that grew the index has released its shard locks and made its `Owner`, after a kill or remove of an object read borrowed (its locks released), and in a drain that waits for a grace period — never under a shard lock | `K::drop`: contained: reported by the panic hook, the rest of that key array and of the collector's garbage is still freed, and the unrelated call that happened to collect goes on. Another user's deferred function: crossbeam's behaviour (the call that collected unwinds; after an insert, its `Owner` is dropped on the way, killing the new object) |
 //!
 //! So `K::eq` is the only user code that runs under a shard lock: a key's `Eq` must not
 //! use the table it is a key of. Nothing that runs under a shard lock pins the epoch,
@@ -101,6 +113,7 @@ mod block;
 mod builder;
 mod drain;
 mod error;
+mod grace;
 mod guard;
 mod index;
 mod lock;
@@ -108,6 +121,7 @@ mod lock;
 #[cfg_attr(docsrs, doc(cfg(feature = "mana")))]
 pub mod mana;
 mod node;
+mod pinned;
 mod recycle;
 mod section;
 mod sync;
@@ -133,6 +147,7 @@ pub use error::{InsertError, InsertErrorKind, RemoveError, ReviveError};
 pub use guard::{OwnedRef, Owner, Ref};
 #[doc(hidden)]
 pub use index::IndexStats;
+pub use pinned::{Borrowed, Pinned};
 pub use section::{read_section, ReadSection};
 pub use table::{DefaultHashBuilder, Iter, ResTable, MAX_KEYS};
 #[cfg(feature = "track-refs")]

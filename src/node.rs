@@ -5,14 +5,14 @@
 //! asleep" and "who drops `T`" are always answered by one consistent value. The bits:
 //!
 //! ```text
-//!  63     62      61       60         59 ........................... 0
-//! +------+-------+--------+----------+-------------------------------+
-//! | LIVE | OWNED | PARKED | DETACHED |             refs              |
-//! +------+-------+--------+----------+-------------------------------+
+//!  63     62      61       60         59         58 ...... 43   42 ............. 0
+//! +------+-------+--------+----------+----------+-------------+------------------+
+//! | LIVE | OWNED | PARKED | DETACHED | BORROWED |   graces    |       refs       |
+//! +------+-------+--------+----------+----------+-------------+------------------+
 //! ```
 //!
-//! The orderings are argued in the crate documentation; each call site repeats the short
-//! version.
+//! (On 32-bit targets `graces` is 6 bits wide.) The orderings are argued in
+//! `docs/implementation.md`; each call site repeats the short version.
 
 use crate::block::Block;
 use crate::index::Keyed;
@@ -49,11 +49,29 @@ pub(crate) const PARKED: usize = 1 << (usize::BITS - 3);
 /// one CAS, so of two racing removes exactly one gets the `Dying`.
 pub(crate) const DETACHED: usize = 1 << (usize::BITS - 4);
 
-/// One outstanding `Ref`.
+/// Set by the first borrowed read of the node (`Pinned::get`), only while `LIVE`, and
+/// never cleared: some thread may have read the value without a reference, so a kill
+/// or remove must give the node a grace period (see [`crate::grace`]) before anyone
+/// takes or drops `T`. A node never read borrowed has it clear and pays nothing.
+pub(crate) const BORROWED: usize = 1 << (usize::BITS - 5);
+
+/// How many bits count pending grace periods: plenty for the kill/revive cycles that
+/// can overlap one pinned reader's section, while leaving `refs` 43 bits (21 on 32-bit
+/// targets).
+const GRACE_BITS: u32 = if usize::BITS == 64 { 16 } else { 6 };
+
+/// One pending grace period: the epoch holds a reference (counted in `refs` too, as one
+/// [`REF`]) until every thread that was pinned at the kill has unpinned.
+pub(crate) const GRACE: usize = 1 << (usize::BITS - 5 - GRACE_BITS);
+
+/// The bits that count pending grace periods.
+pub(crate) const GRACES: usize = BORROWED - GRACE;
+
+/// One outstanding reference: a `Ref`, an `OwnedRef`, or a pending grace period's.
 pub(crate) const REF: usize = 1;
 
-/// The bits that count outstanding `Ref`s.
-pub(crate) const REFS: usize = DETACHED - 1;
+/// The bits that count outstanding references.
+pub(crate) const REFS: usize = GRACE - 1;
 
 /// More references than this is a leak (e.g. `mem::forget` in a loop), not a workload;
 /// we refuse rather than let the count run into the flag bits.
@@ -572,9 +590,13 @@ impl<K, T> Node<K, T> {
     /// extra on the control path; what the guarantee needs is that this write is in the
     /// word's modification order before the index slots are cleared (program order plus
     /// the index's `Release` stores give that to any reader that sees the unlink).
-    /// Returns whether the node was live (false only for a node that was never published).
-    pub(crate) fn kill(&self) -> bool {
-        self.state.fetch_and(!LIVE, Ordering::AcqRel) & LIVE != 0
+    /// Returns the word as it was before the kill: whether the node was live (`LIVE`:
+    /// false only for a node never published), and whether it was ever read borrowed
+    /// (`BORROWED`: then it needs a grace period). `BORROWED` is set by an RMW of this
+    /// word while `LIVE` is set, so a mark and this kill are ordered: either the kill
+    /// sees the mark, or the mark's CAS sees `LIVE` clear and its read misses.
+    pub(crate) fn kill(&self) -> usize {
+        self.state.fetch_and(!LIVE, Ordering::AcqRel)
     }
 
     /// The owner leaves the node with the table: from now on `remove` (or the table's
@@ -589,18 +611,102 @@ impl<K, T> Node<K, T> {
     }
 
     /// `remove`'s linearization point: if the node is live and detached, clears both
-    /// bits in one CAS and makes the caller its owner (as `kill` would). `AcqRel` as
-    /// `kill`; a failed claim reads nothing else.
+    /// bits in one CAS and makes the caller its owner (as `kill` would), returning the
+    /// word as it was (for `BORROWED`, as [`Node::kill`]). `AcqRel` as `kill`; a failed
+    /// claim reads nothing else.
     ///
     /// # Safety
     /// As for [`Node::word`] (the caller is pinned).
-    pub(crate) unsafe fn claim_detached(node: *const Self) -> bool {
+    pub(crate) unsafe fn claim_detached(node: *const Self) -> Option<usize> {
         // SAFETY: the caller's contract.
         let word = unsafe { Self::word(node) };
         word.fetch_update(Ordering::AcqRel, Ordering::Relaxed, |state| {
             (state & (LIVE | DETACHED) == LIVE | DETACHED).then_some(state & !(LIVE | DETACHED))
         })
-        .is_ok()
+        .ok()
+    }
+
+    /// Borrowed get: whether a borrowed reader may read the node's value for as long as
+    /// it stays pinned. A plain `Acquire` load when the node is live and already marked
+    /// `BORROWED` — the read writes nothing; otherwise [`Node::mark_borrowed`].
+    /// `Acquire` pairs with `publish`'s (and `revive`'s) `Release`, as in `try_get`.
+    ///
+    /// # Safety
+    /// As for [`Node::word`]: the caller is pinned, and stays pinned for as long as it
+    /// reads the value.
+    #[inline]
+    pub(crate) unsafe fn try_borrow(node: *const Self) -> bool {
+        // SAFETY: the caller's contract.
+        let word = unsafe { Self::word(node) };
+        let state = word.load(Ordering::Acquire);
+        if state & (LIVE | BORROWED) == LIVE | BORROWED {
+            return true;
+        }
+        Self::mark_borrowed(word, state)
+    }
+
+    /// The first borrowed read of a node: sets `BORROWED` with a CAS that requires
+    /// `LIVE`, so that it is ordered against the kill's `fetch_and` on the same word —
+    /// either the kill sees the mark (and gives the node a grace period), or this CAS
+    /// sees `LIVE` clear and the read misses. `Acquire` as in `try_borrow`.
+    #[cold]
+    fn mark_borrowed(word: &AtomicUsize, mut state: usize) -> bool {
+        loop {
+            if state & LIVE == 0 {
+                return false;
+            }
+            if state & BORROWED != 0 {
+                return true;
+            }
+            match word.compare_exchange_weak(
+                state,
+                state | BORROWED,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => state = now,
+            }
+        }
+    }
+
+    /// Starts a grace period after a kill or claim whose old word had `BORROWED`: counts
+    /// it as one reference, and in `graces` unless that field is full (the returned
+    /// units say what to take back). The caller owns the node, so `refs` cannot reach
+    /// zero and hand `T` to anyone meanwhile; `Relaxed`, as a `Ref` clone.
+    pub(crate) fn begin_grace(&self) -> usize {
+        let units = if self.state() & GRACES == GRACES {
+            REF
+        } else {
+            REF + GRACE
+        };
+        // Only the owner adds graces, one at a time, so the field cannot overflow
+        // between the check and the add.
+        self.state.fetch_add(units, Ordering::Relaxed);
+        units
+    }
+
+    /// Ends a grace period begun with `begin_grace`, which returned `units`: a put of the
+    /// epoch's reference, with everything a put does (see [`Node::put`]).
+    ///
+    /// # Safety
+    /// The grace period was begun on this node and is given up here, once.
+    pub(crate) unsafe fn end_grace(node: *const Self, units: usize) -> Release {
+        // SAFETY: the grace's reference keeps the block allocated until the decrement.
+        let word = unsafe { Self::word(node) };
+        let old = word.fetch_sub(units, Ordering::Release);
+        debug_assert!(old & REFS != 0, "grace end without a reference");
+        if old & REFS != REF {
+            sync::after_release();
+            return Release::Held;
+        }
+        Self::last_put(node, word, old)
+    }
+
+    /// Whether a grace period of the node is pending (counted in `graces`): a drainer
+    /// must then drive the epoch.
+    pub(crate) fn grace_pending(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & GRACES != 0
     }
 
     /// `revive`'s linearization point: a killed node, its keys linked again, becomes
@@ -654,9 +760,23 @@ impl<K, T> Node<K, T> {
         if deadline.is_none() && crate::visit::is_visiting(Self::wait_key(self)) {
             drain_inside_retain();
         }
+        let mut grace = None;
         loop {
             if self.refs() == 0 {
                 return true;
+            }
+            // With a grace period pending, push the epoch ourselves and sleep only until
+            // the next push (or the deadline, if sooner): the epoch's put, which ends
+            // it, runs only when some thread collects (see `crate::grace`).
+            let mut wake_at = deadline;
+            if self.grace_pending() {
+                let next = grace
+                    .get_or_insert_with(crate::grace::Driver::new)
+                    .push(deadline.is_none(), || self.grace_pending());
+                if self.refs() == 0 {
+                    return true;
+                }
+                wake_at = Some(deadline.map_or(next, |deadline| deadline.min(next)));
             }
             // The lot runs `validate` under its lock and the last put's `unpark_all` takes
             // the same lock after its decrement, so either `validate` sees zero and we do
@@ -664,8 +784,8 @@ impl<K, T> Node<K, T> {
             // that times out leaves `PARKED` set: other threads may wait on `&Dying` too
             // (`wait` beside another's `wait_timeout`), and only the flag tells the last
             // put to wake them. Left set, it costs one wake of nobody.
-            let parked = sync::park(Self::wait_key(self), || self.set_parked(), deadline);
-            if parked == Parked::TimedOut {
+            let parked = sync::park(Self::wait_key(self), || self.set_parked(), wake_at);
+            if parked == Parked::TimedOut && wake_at == deadline {
                 return self.refs() == 0;
             }
         }
@@ -880,13 +1000,18 @@ mod tests {
 
     #[test]
     fn bits_are_disjoint() {
-        let flags = [LIVE, OWNED, PARKED, DETACHED, REFS];
+        let flags = [LIVE, OWNED, PARKED, DETACHED, BORROWED, GRACES, REFS];
         for (i, a) in flags.iter().enumerate() {
             for b in &flags[i + 1..] {
                 assert_eq!(a & b, 0);
             }
         }
-        assert_eq!(LIVE | OWNED | PARKED | DETACHED | REFS, usize::MAX);
+        assert_eq!(
+            LIVE | OWNED | PARKED | DETACHED | BORROWED | GRACES | REFS,
+            usize::MAX
+        );
+        assert_eq!(GRACES & GRACE, GRACE, "GRACE is the field's unit");
+        assert_eq!(GRACES.count_ones(), GRACE_BITS);
     }
 
     #[test]
@@ -896,7 +1021,7 @@ mod tests {
         node.publish();
         assert!(node.try_get());
         assert_eq!(node.refs(), 1);
-        assert!(node.kill());
+        assert_ne!(node.kill() & LIVE, 0);
         assert!(!node.try_get(), "killed node handed out a reference");
         assert!(matches!(node.put(), Release::Held), "owner still holds it");
         assert_eq!(node.refs(), 0);
@@ -921,10 +1046,62 @@ mod tests {
             }
             assert!(node.try_get_guessing(detached), "detached, no references");
             assert!(matches!(node.put(), Release::Held));
-            assert!(node.kill());
+            assert_ne!(node.kill() & LIVE, 0);
             assert!(!node.try_get_guessing(detached), "killed");
             assert_eq!(node.state() & (LIVE | REFS), 0);
         }
+    }
+
+    #[test]
+    fn borrow_marks_only_live_nodes_and_kill_sees_the_mark() {
+        let node = Owned::new(&[1u32], "v");
+        // SAFETY: the node lives until the test's end.
+        let borrow = || unsafe { Node::try_borrow(node.ptr()) };
+        assert!(!borrow(), "unpublished node lent out");
+        assert_eq!(node.state() & BORROWED, 0);
+        node.publish();
+        let unborrowed = node.kill();
+        assert_eq!(
+            unborrowed & BORROWED,
+            0,
+            "never borrowed, so no grace period"
+        );
+        node.revive();
+        assert!(borrow());
+        assert!(borrow(), "a marked node lends without a write");
+        let old = node.kill();
+        assert_eq!(old & (LIVE | BORROWED), LIVE | BORROWED);
+        assert!(!borrow(), "killed node lent out");
+        let units = node.begin_grace();
+        assert_eq!(units, REF + GRACE);
+        assert!(node.grace_pending());
+        assert_eq!(node.refs(), 1, "a grace period counts as a reference");
+        // SAFETY: the grace just begun, ended once.
+        assert!(matches!(
+            unsafe { Node::end_grace(node.ptr(), units) },
+            Release::Held
+        ));
+        assert!(!node.grace_pending());
+        assert_eq!(node.refs(), 0);
+    }
+
+    /// With `graces` full, a grace period still counts as a reference.
+    #[test]
+    fn a_full_grace_count_still_counts_the_reference() {
+        let node = Owned::new(&[1u32], ());
+        node.publish();
+        node.kill();
+        node.state.fetch_or(GRACES, Ordering::Relaxed);
+        let units = node.begin_grace();
+        assert_eq!(units, REF);
+        assert_eq!(node.refs(), 1);
+        // SAFETY: as above.
+        assert!(matches!(
+            unsafe { Node::end_grace(node.ptr(), units) },
+            Release::Held
+        ));
+        node.state.fetch_and(!GRACES, Ordering::Relaxed);
+        assert_eq!(node.refs(), 0);
     }
 
     #[test]

@@ -81,6 +81,12 @@ pub fn read_section() -> ReadSection {
 }
 
 impl ReadSection {
+    /// The section's pin, for lookups made under it.
+    #[inline]
+    pub(crate) fn guard(&self) -> &Guard {
+        &self.guard
+    }
+
     /// Moves the section to the current epoch, so that memory retired since the
     /// section opened can be reclaimed, and on every fourth refresh also hands this
     /// thread's retired memory to the epoch and collects (frees what no thread can

@@ -146,6 +146,25 @@ pub(crate) fn pin() -> Guard {
     HANDLE.with(|handle| handle.pin())
 }
 
+/// Whether the calling thread is pinned right now (by a table guard, a read section, an
+/// iterator, or any other user of the epoch).
+#[cfg(not(loom))]
+pub(crate) fn is_pinned() -> bool {
+    crossbeam_epoch::is_pinned()
+}
+
+#[cfg(loom)]
+pub(crate) fn is_pinned() -> bool {
+    HANDLE.with(|handle| handle.is_pinned())
+}
+
+/// Pushes the epoch from the calling thread: hands its deferred functions to the global
+/// queue, tries to advance the global epoch, and runs what has expired. Runs other
+/// users' deferred functions (user code): never call it under a shard lock.
+pub(crate) fn flush() {
+    pin().flush();
+}
+
 /// Registers the calling model thread with the model's collector (what its first pin
 /// would do). Loom models call it first thing on every thread: a thread that starts
 /// with an insert otherwise meets the other threads only on the index's atomics, and
@@ -172,6 +191,79 @@ pub fn collect() {
         guard.flush();
     }
 }
+
+/// The epoch's driver for async drains (see `crate::grace`): a helper thread,
+/// `restable-grace`, spawned on first need, that flushes the epoch with backoff while
+/// any async drain waits for a grace period. Under loom there is no such thread (a
+/// model's own threads collect), and these do nothing.
+#[cfg(not(loom))]
+mod epoch_driver {
+    static WANTED: parking_lot::Mutex<usize> = parking_lot::const_mutex(0);
+    static WANTED_CHANGED: parking_lot::Condvar = parking_lot::Condvar::new();
+
+    /// Whether the helper thread runs (false if it could not be spawned).
+    fn helper() -> bool {
+        static SPAWNED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *SPAWNED.get_or_init(|| {
+            std::thread::Builder::new()
+                .name("restable-grace".into())
+                .spawn(run)
+                .is_ok()
+        })
+    }
+
+    fn run() {
+        loop {
+            let mut wanted = WANTED.lock();
+            while *wanted == 0 {
+                WANTED_CHANGED.wait(&mut wanted);
+            }
+            drop(wanted);
+            let mut backoff = super::GRACE_BACKOFF_MIN;
+            while *WANTED.lock() != 0 {
+                super::flush();
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(super::GRACE_BACKOFF_MAX);
+            }
+        }
+    }
+
+    /// One more async drain waits for a grace period. Returns false if the helper
+    /// thread could not be spawned: the caller must then drive the epoch itself.
+    pub(crate) fn want() -> bool {
+        if !helper() {
+            return false;
+        }
+        *WANTED.lock() += 1;
+        WANTED_CHANGED.notify_one();
+        true
+    }
+
+    /// An async drain that called `want` (and got true) no longer waits.
+    pub(crate) fn unwant() {
+        let mut wanted = WANTED.lock();
+        debug_assert!(*wanted > 0);
+        *wanted -= 1;
+    }
+}
+
+#[cfg(loom)]
+mod epoch_driver {
+    pub(crate) fn want() -> bool {
+        true
+    }
+
+    pub(crate) fn unwant() {}
+}
+
+pub(crate) use epoch_driver::{unwant as release_epoch_driver, want as want_epoch_driver};
+
+/// The first and the longest pause between two pushes of the epoch by a drainer that
+/// waits for a grace period (doubling in between): short enough that a grace period
+/// ends within a few of its readers' sections, long enough that a wait on a reader
+/// that stays pinned costs a few thousand flushes a second at most.
+pub(crate) const GRACE_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_micros(20);
+pub(crate) const GRACE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// The lock of the async drains' waker registry.
 #[derive(Debug, Default)]

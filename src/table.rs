@@ -2,6 +2,7 @@
 
 use crate::drain::Dying;
 use crate::error::{InsertError, InsertErrorKind, RemoveError};
+use crate::grace;
 use crate::guard::{OwnedRef, Owner, Ref};
 use crate::index::{self, Index, LockedShards, Retired, Slot};
 use crate::node::{self, ClonedKeys, Node};
@@ -236,7 +237,7 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
     /// bits (see [`index::spread`]), so any `BuildHasher` — an identity hasher on
     /// integer IDs included — spreads keys over the shards and buckets.
     #[inline]
-    fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+    pub(crate) fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
         index::spread(self.hasher.hash_one(key))
     }
 
@@ -522,7 +523,7 @@ impl<K, T, S: BuildHasher> ResTable<K, T, S> {
             .find(hash, key, &guard)
             .ok_or(RemoveError::NotFound)?;
         // SAFETY: pinned, and found in our index.
-        match unsafe { Registry::claim(self.registry, node) } {
+        match unsafe { Registry::claim(self.registry, node, Readers::MayBorrow) } {
             Some(dying) => Ok(dying),
             // SAFETY: pinned, so the node is not freed yet. A live node that could not be
             // claimed has its owner (it was live and not detached at the claim, or it
@@ -725,7 +726,25 @@ fn check_keys<K: Eq + Clone>(
     Ok(())
 }
 
+/// Whether a claim must give a borrowed node a grace period.
+#[derive(Clone, Copy)]
+enum Readers {
+    /// Borrowed readers of the table may be out (a `remove`, `retain`, `extract_if`).
+    MayBorrow,
+    /// None can be: the table is being dropped, and every guard borrows it.
+    None,
+}
+
 impl<K, T> Registry<K, T> {
+    /// The node linked under `key`, live or not; valid while `guard` stays pinned.
+    #[inline]
+    pub(crate) fn find<Q>(&self, hash: u64, key: &Q, guard: &Guard) -> Option<*const Node<K, T>>
+    where
+        Q: Equivalent<K> + ?Sized,
+    {
+        self.index.find(hash, key, guard)
+    }
+
     /// Whether an object was ever detached from this table: the guess `get` makes.
     #[inline]
     fn detached(&self) -> bool {
@@ -810,20 +829,30 @@ impl<K, T> Registry<K, T> {
     }
 
     /// Claims `node` if it is live and detached (`remove`'s linearization point), unlinks
-    /// its keys and hands it over as a `Dying`.
+    /// its keys and hands it over as a `Dying` — after beginning a grace period if the
+    /// node was read borrowed and `readers` says borrowed readers may still be out.
     ///
     /// # Safety
-    /// The caller is pinned, and found `node` in this registry's index.
     /// The caller is pinned, and found `node` in the index of `this`, which stays
     /// allocated meanwhile (the caller holds a handle on it).
-    unsafe fn claim(this: NonNull<Self>, node: *const Node<K, T>) -> Option<Dying<K, T>> {
+    unsafe fn claim(
+        this: NonNull<Self>,
+        node: *const Node<K, T>,
+        readers: Readers,
+    ) -> Option<Dying<K, T>> {
         // SAFETY: the caller's contract.
-        if !unsafe { Node::claim_detached(node) } {
-            return None;
+        let old = unsafe { Node::claim_detached(node) }?;
+        // SAFETY: the claim made us its owner, so it stays allocated.
+        let this_node = unsafe { &*node };
+        let grace = match readers {
+            Readers::MayBorrow => grace::begin(this_node, old),
+            Readers::None => None,
+        };
+        // SAFETY: the caller keeps the registry allocated.
+        unsafe { this.as_ref() }.unlink_all(this_node);
+        if let Some(grace) = grace {
+            grace.defer();
         }
-        // SAFETY: the claim made us its owner, so it stays allocated; the caller keeps
-        // the registry allocated.
-        unsafe { this.as_ref() }.unlink_all(unsafe { &*node });
         // SAFETY: killed and unlinked; its ownership, and the handle a detached node
         // counts, are ours to hand over. A node pointer from the index is never null.
         Some(unsafe { Dying::new(NonNull::new_unchecked(node.cast_mut()), this) })
@@ -841,7 +870,7 @@ impl<K, T> Registry<K, T> {
         // SAFETY: the caller's contract.
         for r in Iter::new(unsafe { this.as_ref() }) {
             // SAFETY: as above.
-            unsafe { Self::visit(this, r, keep, removed) };
+            unsafe { Self::visit(this, r, Readers::MayBorrow, keep, removed) };
         }
     }
 
@@ -855,6 +884,7 @@ impl<K, T> Registry<K, T> {
     unsafe fn visit(
         this: NonNull<Self>,
         r: Ref<'_, K, T>,
+        readers: Readers,
         keep: &mut impl FnMut(&[K], &T) -> bool,
         removed: &mut impl FnMut(Dying<K, T>),
     ) {
@@ -863,7 +893,7 @@ impl<K, T> Registry<K, T> {
         drop(visit);
         if !kept {
             // SAFETY: `r` keeps the node allocated, and it was found in our index.
-            if let Some(dying) = unsafe { Self::claim(this, r.node_ptr()) } {
+            if let Some(dying) = unsafe { Self::claim(this, r.node_ptr(), readers) } {
                 // Our reference goes first: a `Dying` handed out may be drained at once.
                 drop(r);
                 removed(dying);
@@ -904,7 +934,9 @@ impl<K, T> Registry<K, T> {
         if registry.closed.load(Ordering::Relaxed) {
             // SAFETY: pinned since before the node could be claimed; found in our index
             // (detached nodes are linked); our temporary handle keeps the registry.
-            drop(unsafe { Self::claim(this, node.as_ptr()) });
+            // No borrowed reader can be out: a table guard borrows the table, whose drop
+            // has begun.
+            drop(unsafe { Self::claim(this, node.as_ptr(), Readers::None) });
         }
         drop(guard);
         // SAFETY: the temporary handle taken above, given back once.
@@ -977,9 +1009,9 @@ impl<K, T> Registry<K, T> {
             // `visit`, which drops the claimed `Dying` last) leaves it between two objects.
             let step = panic::catch_unwind(AssertUnwindSafe(|| {
                 // SAFETY: found by our iterator; the caller keeps the registry.
-                objects
-                    .next()
-                    .map(|r| unsafe { Self::visit(this, r, &mut |_, _| false, &mut drop) })
+                objects.next().map(|r| unsafe {
+                    Self::visit(this, r, Readers::None, &mut |_, _| false, &mut drop)
+                })
             }));
             match step {
                 Ok(Some(())) => {}
@@ -995,10 +1027,17 @@ impl<K, T> Registry<K, T> {
     /// Kill: makes the node unreachable under all its keys at once (clearing `LIVE`),
     /// then unlinks its slots so the keys can be reused. A slot a newer insert has
     /// already evicted is simply not found.
+    ///
+    /// A node that was read borrowed gets a grace period first (see [`crate::grace`]),
+    /// handed to the epoch once the shard locks are released.
     pub(crate) fn kill(&self, node: &Node<K, T>) {
-        let was_live = node.kill();
-        debug_assert!(was_live, "kill of a node that was not live");
+        let old = node.kill();
+        debug_assert!(old & node::LIVE != 0, "kill of a node that was not live");
+        let grace = grace::begin(node, old);
         self.unlink_all(node);
+        if let Some(grace) = grace {
+            grace.defer();
+        }
     }
 
     /// The second half of a kill or a remove: unlinks the (no longer live) node's
@@ -1120,7 +1159,7 @@ impl<'a, K, T> Iterator for Iter<'a, K, T> {
 
 impl<K, T, S> ResTable<K, T, S> {
     #[inline]
-    fn registry(&self) -> &Registry<K, T> {
+    pub(crate) fn registry(&self) -> &Registry<K, T> {
         // SAFETY: the table's own handle keeps the registry allocated while it lives.
         unsafe { self.registry.as_ref() }
     }
