@@ -16,9 +16,8 @@
 //! algorithm and its orderings are in `docs/implementation.md`, "Borrowed reads and
 //! grace periods".
 
-use crate::node::{Node, Release};
+use crate::node::{self, Node, Release};
 use crate::sync;
-use crate::table;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
@@ -65,19 +64,28 @@ impl<K, T> Grace<K, T> {
 }
 
 /// The epoch's put of a grace period's reference. If it was the last holder's (the
-/// owner let go), drops `T` and retires the node here, on the collecting thread; a
+/// owner let go), drops `T` and frees the node here, on the collecting thread; a
 /// panicking `T::drop` is contained there as a `K::drop` is (see `Node::dispose`): the
-/// node is retired regardless, and the unrelated call that collected goes on.
+/// node is freed regardless, and the unrelated call that collected goes on.
+///
+/// Freed at once, not retired through the epoch again: this runs a grace period after
+/// the kill unlinked the node (the grace was deferred after the unlink), so no pinned
+/// thread can still hold a pointer to it from the index. If the node was revived and
+/// killed again, the last of its grace periods to end — the only one that can be the
+/// last holder — ends after the newest unlink's grace period. (Deferring again from
+/// inside the collector also failed when the collector itself was being torn down.)
 ///
 /// # Safety
 /// `units` are what `Node::begin_grace` added to this node's word, given up once.
 unsafe fn end<K, T>(node: *const Node<K, T>, units: usize) {
     // SAFETY: the caller's contract.
     if let Release::Last = unsafe { Node::end_grace(node, units) } {
-        // SAFETY: `Last`: nobody else holds the node; it is killed and unlinked.
-        let _ = panic::catch_unwind(AssertUnwindSafe(|| unsafe {
-            table::drop_and_retire(node, None)
-        }));
+        // SAFETY: `Last`: nobody else holds the node or reads its value; it is killed,
+        // unlinked, and past its grace period (above), so nothing can reach it.
+        unsafe {
+            let _ = panic::catch_unwind(AssertUnwindSafe(|| node::drop_value(node)));
+            Node::free(node.cast_mut());
+        }
     }
 }
 
