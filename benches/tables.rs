@@ -366,7 +366,7 @@ fn mana_dispatch(group: &mut BenchmarkGroup<'_, WallTime>) {
         .map(|_| device.create_qp(QpType::Rc).unwrap())
         .collect();
     let handler = || -> restable::mana::EventHandler {
-        Box::new(|qp: &Qp, event| {
+        Box::new(|qp: &restable::mana::QpBorrowed<'_>, event| {
             black_box((qp.qpn(), event));
         })
     };

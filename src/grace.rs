@@ -100,6 +100,21 @@ pub(crate) struct Driver {
 /// the epoch past a grace period when no other thread holds it back.
 const EAGER_FLUSHES: u32 = 3;
 
+/// How many more flushes a drainer makes, a few spins apart, before its first timed
+/// pause: a reader on another core has a few microseconds to end its guard (a batch of
+/// lookups takes about that), where even the shortest sleep would wait for the
+/// scheduler. Yielding instead would hand the core to a reader that shares it, but
+/// with more threads than cores the scheduler then runs the drainer again only after a
+/// whole time slice (measured: 4 ms, against 0.1 ms for the pause). Under loom,
+/// `spin_hint` yields already.
+#[cfg(not(loom))]
+const SPINNING_FLUSHES: u32 = 32;
+#[cfg(loom)]
+const SPINNING_FLUSHES: u32 = 0;
+
+/// Spins between two of those flushes.
+const SPINS_PER_FLUSH: u32 = 16;
+
 impl Driver {
     pub(crate) fn new() -> Self {
         Driver {
@@ -117,6 +132,15 @@ impl Driver {
     pub(crate) fn push(&mut self, untimed: bool, pending: impl Fn() -> bool) -> Instant {
         if self.backoff == sync::GRACE_BACKOFF_MIN {
             push_eagerly(&pending);
+            for _ in 0..SPINNING_FLUSHES {
+                if !pending() {
+                    break;
+                }
+                for _ in 0..SPINS_PER_FLUSH {
+                    sync::spin_hint();
+                }
+                sync::flush();
+            }
         } else {
             sync::flush();
         }

@@ -7,7 +7,8 @@ mod common;
 use common::stress_duration;
 use restable::mana::sim::{Device, HwError, HwQp, Workload};
 use restable::mana::{
-    Cqe, DestroyError, DestroyOrder, Driver, GdmaEvent, Qp, QpEvent, QpId, QpTable, QpType,
+    Cqe, DestroyError, DestroyOrder, Driver, GdmaEvent, Qp, QpBorrowed, QpEvent, QpId, QpTable,
+    QpType,
 };
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -75,7 +76,7 @@ fn no_delivery_after_destroy_returns_on_either_path() {
         let handler = {
             let (calls, destroyed, after) =
                 (calls.clone(), destroyed.clone(), after_destroy.clone());
-            Box::new(move |_qp: &Qp, event| {
+            Box::new(move |_qp: &QpBorrowed<'_>, event| {
                 assert_eq!(event, QpEvent::Fatal);
                 calls.fetch_add(1, Ordering::SeqCst);
                 if destroyed.load(Ordering::SeqCst) {

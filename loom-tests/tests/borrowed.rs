@@ -13,6 +13,7 @@ use loom::thread;
 use support::{model, model_seeing, spawn, spawn_with, Qp, Table};
 
 const QPN: u32 = 0x51;
+const RQ: u32 = 0x52;
 
 /// A borrowed reader (one guard, one lookup, a read of the value) racing kill + drain,
 /// after which the destroyer writes to the value it got back: loom reports a data race
@@ -126,6 +127,36 @@ fn grace_wake_vs_async_drain() {
         drained.store(true, Ordering::Release);
         helper.join().unwrap();
         drop(qp);
+        assert_eq!(drops.count(), 1);
+    });
+}
+
+/// 5. Multi-key kill seen by borrowed reads (the EQ handler by QPN, then the CQ poller
+/// by work-queue id, both under one guard), the object already marked `BORROWED`: once
+/// the read by QPN has missed, the read by the receive queue id misses too. Kill unlinks
+/// QPN first, so a borrowed read that trusted the mark without checking `LIVE` would
+/// find the object under the receive queue id after the QPN had gone.
+#[test]
+fn borrowed_reads_by_two_keys_vs_kill() {
+    model("borrowed_reads_by_two_keys_vs_kill", || {
+        let table = Arc::new(Table::new());
+        let (qp, drops) = Qp::new(5);
+        let owner = table.insert(&[QPN, RQ], qp).unwrap();
+        assert_eq!(table.pin().get(&RQ).map(Qp::read), Some(5));
+        let reader = spawn_with(&table, |table| {
+            let guard = table.pin();
+            let on_qpn = guard.get(&QPN).map(Qp::read);
+            let on_rq = guard.get(&RQ).map(Qp::read);
+            assert!(
+                on_qpn.is_some() || on_rq.is_none(),
+                "killed under QPN, live under RQ"
+            );
+        });
+        let mut qp = owner.kill_and_drain();
+        qp.scribble();
+        drop(qp);
+        reader.join().unwrap();
+        restable::loom_collect();
         assert_eq!(drops.count(), 1);
     });
 }

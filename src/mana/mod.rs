@@ -11,8 +11,15 @@
 //! | `mana_get_qp_ref(mdev, qid, is_sq)` | [`QpTable::get_qp_ref`] (lock-free) |
 //! | `mana_put_qp_ref(qp)` | dropping the [`QpRef`] |
 //! | `mana_table_remove_qp(mdev, qp)` | [`QpTable::remove_qp`] (kill, then drain) |
-//! | `mana_ib_event_handler` | [`QpTable::handle_event`] |
-//! | `mana_handle_cqe` (rdma-core) | [`QpTable::handle_cqe`] |
+//! | `mana_ib_event_handler` | [`QpTable::handle_events`] (one interrupt's EQEs) |
+//! | `mana_handle_cqe` (rdma-core) | [`QpTable::poll_cq`] (one poll's CQEs) |
+//!
+//! The two hot paths read the way the kernel reads hot objects under RCU: one table
+//! guard ([`ResTable::pin`]) for the batch, and a borrowed lookup per entry, which takes
+//! no reference count and writes nothing to the QP's state. `remove_qp` waits for such
+//! readers as for counted ones (a grace period, only for QPs that were read borrowed).
+//! A callback that needs the QP beyond the batch takes a counted reference from the
+//! borrowed one ([`Borrowed::to_owned_ref`](crate::Borrowed::to_owned_ref)).
 //!
 //! The key type [`QpId`] keeps QPNs, send-queue ids and receive-queue ids apart (the
 //! kernel sets bit 31, [`MANA_SENDQ_MASK`], on send-queue ids for the same reason: send
@@ -58,7 +65,7 @@ mod workload;
 pub use driver::{CreateError, DestroyError, DestroyOrder, Driver};
 
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
-use crate::{InsertError, Owner, Ref, ResTable};
+use crate::{Borrowed, InsertError, Owner, Ref, ResTable};
 use std::fmt;
 
 /// The GDMA event type of a fatal QP error (`GDMA_EQE_RNIC_QP_FATAL`); the QPN is in
@@ -161,8 +168,27 @@ pub enum QpEvent {
 }
 
 /// The event callback a QP's user registers (`ibqp->event_handler`). It runs in the
-/// interrupt path, holding a reference to the QP: it must not block.
-pub type EventHandler = Box<dyn Fn(&Qp, QpEvent) + Send + Sync>;
+/// interrupt path with the QP borrowed under the interrupt's table guard: it must not
+/// block, and if it needs the QP after it returns (to hand it to a work queue, say) it
+/// takes a counted reference with [`to_owned_ref`](Borrowed::to_owned_ref).
+///
+/// ```
+/// use restable::mana::{sim::Device, Driver, EventHandler, GdmaEvent, QpRef, QpType};
+/// use restable::OwnedRef;
+/// use std::sync::{Arc, Mutex};
+///
+/// // Keeps the failed QP for a recovery worker that runs after the interrupt.
+/// let failed: Arc<Mutex<Vec<OwnedRef<_, _>>>> = Arc::default();
+/// let queue = Arc::clone(&failed);
+/// let handler: EventHandler = Box::new(move |qp, _event| queue.lock().unwrap().push(qp.to_owned_ref()));
+/// let driver = Driver::new(Device::new());
+/// let qp = driver.create_qp(QpType::Rc, Some(handler)).unwrap();
+/// driver.table().handle_event(&GdmaEvent::qp_fatal(qp.qpn()));
+/// assert_eq!(failed.lock().unwrap()[0].qpn(), qp.qpn());
+/// failed.lock().unwrap().clear(); // the worker is done: destroy may drain now
+/// driver.destroy_qp(qp).unwrap();
+/// ```
+pub type EventHandler = Box<dyn Fn(&QpBorrowed<'_>, QpEvent) + Send + Sync>;
 
 /// A queue pair as the driver keeps it.
 pub struct Qp {
@@ -293,6 +319,10 @@ impl fmt::Debug for Qp {
 /// A reference to a QP taken by a lookup; dropping it is `mana_put_qp_ref`.
 pub type QpRef<'a> = Ref<'a, QpId, Qp>;
 
+/// A QP borrowed under a table guard, as the event and completion paths see it: no
+/// reference count taken, valid until the batch's guard ends.
+pub type QpBorrowed<'g> = Borrowed<'g, QpId, Qp>;
+
 /// The owner of a stored QP; the only way to remove it.
 pub type QpOwner = Owner<QpId, Qp>;
 
@@ -398,9 +428,8 @@ impl QpTable {
         owner.kill_and_drain()
     }
 
-    /// The EQ interrupt handler (`mana_ib_event_handler`): for QP_FATAL, looks the QP up
-    /// by QPN and calls its event callback while holding the reference. Never blocks,
-    /// never fails: events for QPNs that are gone and events of other types are counted.
+    /// The EQ interrupt handler (`mana_ib_event_handler`) for one event; see
+    /// [`handle_events`](Self::handle_events).
     ///
     /// ```
     /// use restable::mana::{QpTable, GdmaEvent};
@@ -411,23 +440,44 @@ impl QpTable {
     /// assert_eq!((stats.events_unknown, stats.events_stale), (1, 1));
     /// ```
     pub fn handle_event(&self, event: &GdmaEvent) {
-        let counters = &self.counters;
-        if event.event_type != GDMA_EQE_RNIC_QP_FATAL {
-            counters.events_unknown.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        let Some(qp) = self.get_qp_by_qpn(event.details[0]) else {
-            counters.events_stale.fetch_add(1, Ordering::Relaxed);
-            return;
-        };
-        if let Some(handler) = &qp.event_handler {
-            handler(&qp, QpEvent::Fatal);
-        }
-        self.count_delivery(&qp, &qp.events, &counters.events_delivered);
+        self.handle_events([*event]);
     }
 
-    /// Completion handling (`mana_handle_cqe`): looks the QP up by the CQE's work queue
-    /// and delivers the completion to it. Returns whether a QP took it.
+    /// The EQ interrupt handler (`mana_ib_event_handler`) for one interrupt's events,
+    /// under one table guard: for QP_FATAL, looks the QP up by QPN, borrowed, and calls
+    /// its event callback with it. Never blocks, never fails: events for QPNs that are
+    /// gone and events of other types are counted.
+    ///
+    /// ```
+    /// use restable::mana::{Driver, GdmaEvent, QpType};
+    /// let driver = Driver::default();
+    /// let qp = driver.create_qp(QpType::Rc, None).unwrap();
+    /// let eqes = [GdmaEvent::qp_fatal(qp.qpn()), GdmaEvent::qp_fatal(qp.qpn() + 1)];
+    /// driver.table().handle_events(eqes);
+    /// assert_eq!(qp.events(), 1);
+    /// assert_eq!(driver.table().stats().events_stale, 1);
+    /// ```
+    pub fn handle_events(&self, events: impl IntoIterator<Item = GdmaEvent>) {
+        let guard = self.qps.pin();
+        let counters = &self.counters;
+        for event in events {
+            if event.event_type != GDMA_EQE_RNIC_QP_FATAL {
+                counters.events_unknown.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let Some(qp) = guard.find(&QpId::Qpn(event.details[0])) else {
+                counters.events_stale.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            if let Some(handler) = &qp.event_handler {
+                handler(&qp, QpEvent::Fatal);
+            }
+            self.count_delivery(&qp, &qp.events, &counters.events_delivered);
+        }
+    }
+
+    /// Completion handling (`mana_handle_cqe`) for one CQE; see
+    /// [`poll_cq`](Self::poll_cq). Returns whether a QP took it.
     ///
     /// ```
     /// use restable::mana::{sim::Device, Cqe, Qp, QpTable, QpType};
@@ -437,13 +487,39 @@ impl QpTable {
     /// assert_eq!(owner.completions(), 1);
     /// ```
     pub fn handle_cqe(&self, cqe: &Cqe) -> bool {
+        self.poll_cq([*cqe]) == 1
+    }
+
+    /// Completion handling (`mana_handle_cqe`) for one poll's CQEs, under one table
+    /// guard: looks each CQE's QP up by its work queue, borrowed, and delivers the
+    /// completion to it. Returns how many CQEs a QP took; the others are counted stale.
+    ///
+    /// ```
+    /// use restable::mana::{sim::Device, Cqe, Qp, QpTable, QpType};
+    /// let (device, table) = (Device::new(), QpTable::new());
+    /// let owner = table.store_qp(Qp::new(device.create_qp(QpType::Ud).unwrap(), None)).unwrap();
+    /// let hw = owner.hw();
+    /// let cqes = [
+    ///     Cqe { wq_id: hw.recv_queue, is_send: false },
+    ///     Cqe { wq_id: hw.send_queue, is_send: true },
+    ///     Cqe { wq_id: 0x7fff_ffff, is_send: true }, // no such send queue
+    /// ];
+    /// assert_eq!(table.poll_cq(cqes), 2);
+    /// assert_eq!(owner.completions(), 2);
+    /// ```
+    pub fn poll_cq(&self, cqes: impl IntoIterator<Item = Cqe>) -> usize {
+        let guard = self.qps.pin();
         let counters = &self.counters;
-        let Some(qp) = self.get_qp_ref(cqe.wq_id, cqe.is_send) else {
-            counters.completions_stale.fetch_add(1, Ordering::Relaxed);
-            return false;
-        };
-        self.count_delivery(&qp, &qp.completions, &counters.completions);
-        true
+        let mut delivered = 0;
+        for cqe in cqes {
+            let Some(qp) = guard.get(&QpId::work_queue(cqe.wq_id, cqe.is_send)) else {
+                counters.completions_stale.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            self.count_delivery(qp, &qp.completions, &counters.completions);
+            delivered += 1;
+        }
+        delivered
     }
 
     fn count_delivery(&self, qp: &Qp, per_qp: &AtomicU64, total: &AtomicU64) {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// EQEs per simulated interrupt, and CQEs per poll, each batch in one read section.
+/// EQEs per simulated interrupt, and CQEs per poll, each batch under one table guard.
 const BATCH: usize = 64;
 
 /// What to run.
@@ -226,33 +226,24 @@ impl Workload {
             // Stops the interrupt and poller threads however this closure ends, so a
             // panic here fails the run instead of hanging it.
             let _stop = StopOnDrop(stop);
-            // One "interrupt" handles a batch of EQEs, and one poll a batch of CQEs, in one
-            // read section, as the kernel runs them under one rcu_read_lock().
+            // One "interrupt" handles a batch of EQEs, and one poll a batch of CQEs, under
+            // one table guard, as the kernel runs them under one rcu_read_lock().
             s.spawn(move || {
                 let mut rng = Rng::with_seed(self.seed);
                 while !stop.load(Ordering::Relaxed) {
-                    let _section = crate::read_section();
-                    for _ in 0..BATCH {
-                        driver
-                            .table()
-                            .handle_event(&driver.device().next_event(&mut rng));
-                    }
+                    let events = (0..BATCH).map(|_| driver.device().next_event(&mut rng));
+                    driver.table().handle_events(events);
                 }
             });
             for poller in 0..self.pollers {
                 s.spawn(move || {
                     let mut rng = Rng::with_seed(self.thread_seed(100 + poller as u64));
                     while !stop.load(Ordering::Relaxed) {
-                        let section = crate::read_section();
                         let mut polled = 0;
-                        while let Some(cqe) = driver.device().next_cqe(&mut rng) {
-                            driver.table().handle_cqe(&cqe);
-                            polled += 1;
-                            if polled == BATCH {
-                                break;
-                            }
-                        }
-                        drop(section);
+                        let cqes = std::iter::from_fn(|| driver.device().next_cqe(&mut rng))
+                            .take(BATCH)
+                            .inspect(|_| polled += 1);
+                        driver.table().poll_cq(cqes);
                         if polled == 0 {
                             thread::yield_now();
                         }
