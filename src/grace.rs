@@ -34,15 +34,20 @@ pub(crate) struct Grace<K, T> {
 /// that never was.
 ///
 /// Call it right after that kill or claim, before the owner can drain.
+///
+/// # Safety
+/// The caller owns the node, and `node` is the allocation's own pointer (an owner's,
+/// or a slot's), never one derived from a `&Node`: the epoch's put may free the block
+/// through it, and a shared reference's tag covers only the header, read-only, so a
+/// free through it would be undefined behaviour (Miri's Tree Borrows reports it).
 #[inline]
-pub(crate) fn begin<K, T>(node: &Node<K, T>, old: usize) -> Option<Grace<K, T>> {
+pub(crate) unsafe fn begin<K, T>(node: *const Node<K, T>, old: usize) -> Option<Grace<K, T>> {
     if old & crate::node::BORROWED == 0 {
         return None;
     }
-    Some(Grace {
-        node,
-        units: node.begin_grace(),
-    })
+    // SAFETY: the caller owns the node, so it is allocated.
+    let units = unsafe { &*node }.begin_grace();
+    Some(Grace { node, units })
 }
 
 impl<K, T> Grace<K, T> {

@@ -109,7 +109,7 @@ impl<K, T> Owner<K, T> {
     /// ```
     pub fn kill(self) -> Dying<K, T> {
         let this = ManuallyDrop::new(self);
-        this.registry().kill(this.node());
+        this.registry().kill(this.node);
         // SAFETY: `this` is never used or dropped again, so the registry handle and the
         // killed node's ownership move from it to the `Dying`, once.
         unsafe { Dying::new(this.node, this.registry) }
@@ -160,7 +160,7 @@ impl<K, T> Deref for Owner<K, T> {
 
 impl<K, T> Drop for Owner<K, T> {
     fn drop(&mut self) {
-        self.registry().kill(self.node());
+        self.registry().kill(self.node);
         // SAFETY: the owner's right to the node and its handle are given up here, exactly
         // once, and neither is used after this.
         unsafe { abandon(self.node, self.registry) }

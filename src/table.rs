@@ -845,7 +845,8 @@ impl<K, T> Registry<K, T> {
         // SAFETY: the claim made us its owner, so it stays allocated.
         let this_node = unsafe { &*node };
         let grace = match readers {
-            Readers::MayBorrow => grace::begin(this_node, old),
+            // SAFETY: claimed (ours), and `node` is the slot's pointer, the allocation's.
+            Readers::MayBorrow => unsafe { grace::begin(node, old) },
             Readers::None => None,
         };
         // SAFETY: the caller keeps the registry allocated.
@@ -1030,11 +1031,14 @@ impl<K, T> Registry<K, T> {
     ///
     /// A node that was read borrowed gets a grace period first (see [`crate::grace`]),
     /// handed to the epoch once the shard locks are released.
-    pub(crate) fn kill(&self, node: &Node<K, T>) {
-        let old = node.kill();
+    pub(crate) fn kill(&self, node: NonNull<Node<K, T>>) {
+        // SAFETY: the caller owns the node, so it stays allocated.
+        let this = unsafe { node.as_ref() };
+        let old = this.kill();
         debug_assert!(old & node::LIVE != 0, "kill of a node that was not live");
-        let grace = grace::begin(node, old);
-        self.unlink_all(node);
+        // SAFETY: ours, and `node` is the owner's pointer, the allocation's.
+        let grace = unsafe { grace::begin(node.as_ptr(), old) };
+        self.unlink_all(this);
         if let Some(grace) = grace {
             grace.defer();
         }

@@ -314,3 +314,33 @@ fn an_async_drain_of_a_borrowed_object_completes_alone() {
     assert_eq!(value, 9);
     assert!(polls <= 3, "{polls} polls: re-polled rather than woken");
 }
+
+/// The race itself, small enough for Miri's many seeds (`.ci/run`): a borrowed reader
+/// reads the value on one thread while another kills the object, drains it and writes
+/// to what it got back. The reader says when it has the value borrowed and goes on
+/// reading; the destroyer starts then. Miri reports a data race, or a use of freed
+/// memory, unless every read the reader makes happens before the drain returns.
+#[test]
+fn a_borrowed_read_races_kill_and_drain() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let table = ResTable::new();
+    let owner = table.insert(&[1u32], String::from("qp 1")).unwrap();
+    let borrowed = AtomicBool::new(false);
+    thread::scope(|s| {
+        s.spawn(|| {
+            let guard = table.pin();
+            let value = guard.get(&1).unwrap();
+            borrowed.store(true, Ordering::Release);
+            for _ in 0..8 {
+                assert_eq!(value, "qp 1");
+                thread::yield_now();
+            }
+        });
+        while !borrowed.load(Ordering::Acquire) {
+            thread::yield_now();
+        }
+        let mut value = owner.kill_and_drain();
+        value.push_str(" (destroyed)");
+        assert_eq!(value, "qp 1 (destroyed)");
+    });
+}

@@ -64,6 +64,7 @@ fn race_create_and_destroy(table: ResTable<u32, Object>) {
     let drops = counter();
     let created = AtomicU64::new(0);
     let (hits, misses) = (AtomicU64::new(0), AtomicU64::new(0));
+    let borrowed_hits = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let deadline = Instant::now() + duration;
 
@@ -97,6 +98,42 @@ fn race_create_and_destroy(table: ResTable<u32, Object>) {
                     drop(r);
                     if let Some(held) = held {
                         assert!(!held.drained.load(Ordering::SeqCst), "clone outlived drain");
+                    }
+                }
+            });
+        }
+        // A borrowed reader: batches of lookups under one guard each (an EQ handler's
+        // interrupts), now and then keeping a hit past its batch as a counted reference.
+        {
+            let (table, stop, borrowed_hits) = (&table, &stop, &borrowed_hits);
+            s.spawn(move || {
+                let mut rng = Rng::with_seed(7);
+                let mut kept = None;
+                while !stop.load(Ordering::Relaxed) {
+                    let guard = table.pin();
+                    for _ in 0..rng.u64(1..32) {
+                        let key = rng.u64(..KEYS as u64) as u32;
+                        let Some(object) = guard.find(&key) else {
+                            continue;
+                        };
+                        borrowed_hits.fetch_add(1, Ordering::Relaxed);
+                        assert!(
+                            object.keys.contains(&key),
+                            "found under {key}: {:?}",
+                            object.keys
+                        );
+                        assert_eq!(object.keys(), &object.keys[..]);
+                        assert!(
+                            !object.drained.load(Ordering::SeqCst),
+                            "a borrowed reader saw an object after its drain"
+                        );
+                        if rng.u64(..16) == 0 {
+                            kept = Some(object.to_owned_ref());
+                        }
+                    }
+                    drop(guard);
+                    if let Some(kept) = kept.take() {
+                        assert!(!kept.drained.load(Ordering::SeqCst), "kept past its drain");
                     }
                 }
             });
@@ -175,9 +212,13 @@ fn race_create_and_destroy(table: ResTable<u32, Object>) {
 
     let created = created.load(Ordering::Relaxed);
     let (hits, misses) = (hits.load(Ordering::Relaxed), misses.load(Ordering::Relaxed));
-    eprintln!("stress: {created} objects, {hits} hits, {misses} misses in {duration:?}");
+    let borrowed_hits = borrowed_hits.load(Ordering::Relaxed);
+    eprintln!(
+        "stress: {created} objects, {hits} hits, {misses} misses, {borrowed_hits} borrowed \
+         hits in {duration:?}"
+    );
     assert!(
-        created > 0 && hits > 0,
+        created > 0 && hits > 0 && borrowed_hits > 0,
         "the stress did not exercise anything"
     );
     assert_eq!(
