@@ -395,6 +395,9 @@ fn mana_dispatch(group: &mut BenchmarkGroup<'_, WallTime>) {
             table.handle_event(black_box(&events[advance(&mut i, events.len())]))
         })
     });
+    // The section pins this thread, and the adapter reads borrowed: a drain here would
+    // wait for a grace period this thread holds back (restable panics rather than hang).
+    drop(session);
     owners.into_iter().for_each(|o| drop(QpTable::remove_qp(o)));
 
     // The same dispatch over a mutex-protected map of Arcs, with the same bookkeeping
